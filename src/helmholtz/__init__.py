@@ -1,0 +1,21 @@
+"""helmholtz: one numpyro model, many inference engines, one free energy.
+
+Every engine minimises (or estimates) F[Q] = E_Q[energy] − entropy(Q) = KL(Q‖P) − log Z
+and reports its estimate of F = −log Z with a standard error and a kind.
+"""
+
+from helmholtz import engines
+from helmholtz.boltzmann import boltzmann
+from helmholtz.engines import HMC, MALA, NUTS, SVI, Engine, engine_names, get_engine
+from helmholtz.errors import (EngineError, HelmholtzError, InitializationError, ModelError,
+                              OptionError)
+from helmholtz.infer import infer
+from helmholtz.result import FreeEnergy, Result, compare
+from helmholtz.target import Target
+
+__all__ = [
+    "Target", "Result", "FreeEnergy", "infer", "compare", "boltzmann", "engines", "Engine",
+    "engine_names", "get_engine", "NUTS", "HMC", "MALA", "SVI", "HelmholtzError",
+    "ModelError", "EngineError", "OptionError", "InitializationError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,301 @@
+"""Gradient-based MCMC engines on blackjax kernels: ``nuts``, ``hmc``, ``mala``.
+
+Every chain adapts its own step size (dual averaging, Hoffman & Gelman 2014) and mass
+matrix (Welford windows) on Stan's warmup schedule, using blackjax's public pieces
+(``dual_averaging_adaptation``, ``mass_matrix_adaptation``, ``build_schedule``).
+We step the schedule ourselves rather than call ``blackjax.window_adaptation(...).run``
+because that runs the whole warmup as one opaque scan; here warmup goes through the same
+chunked driver as sampling, so it gets a progress bar, a checkpoint and the chain sharding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.window_adaptation import build_schedule
+
+from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines.base import Engine, _in_range, _positive_int, register
+from helmholtz.errors import OptionError
+from helmholtz.initialize import STRATEGIES, initial_positions
+from helmholtz.result import FreeEnergy, Result
+
+__all__ = ["NUTS", "HMC", "MALA", "MCMCState", "WarmupState"]
+
+
+class WarmupState(NamedTuple):
+    """One chain during warmup: the kernel state plus the adaptation's state."""
+
+    kernel: Any
+    da: Any
+    mm: Any
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+
+
+class MCMCState(NamedTuple):
+    """One chain during sampling: the kernel state and its frozen tuning."""
+
+    kernel: Any
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+
+
+@dataclass(frozen=True)
+class _GradientMCMC(Engine):
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    num_chains: int = 4
+    target_acceptance_rate: float = 0.8
+    dense_mass: bool = False
+    step_size: float = 1.0
+    init_strategy: str = "uniform"
+
+    def validate(self):
+        _positive_int(self, "num_samples", "num_chains")
+        _positive_int(self, "num_warmup", allow_zero=True)
+        _in_range(self, "target_acceptance_rate", 0.0, 1.0)
+        if not (isinstance(self.step_size, int | float) and self.step_size > 0):
+            raise OptionError(f"{self.name}: step_size must be positive, got {self.step_size!r}")
+        if self.init_strategy not in STRATEGIES:
+            raise OptionError(
+                f"{self.name}: init_strategy must be one of {STRATEGIES}, "
+                f"got {self.init_strategy!r}"
+            )
+
+    # ---- what differs between kernels
+    def _kernel_init(self, position, logdensity_fn):
+        return blackjax.hmc.init(position, logdensity_fn)
+
+    def _kernel(self):
+        raise NotImplementedError
+
+    def _extra_stats(self, info) -> dict:
+        return {}
+
+    # ---- pure functions over one chain
+    def _adaptation(self):
+        da = dual_averaging_adaptation(self.target_acceptance_rate)
+        mm = mass_matrix_adaptation(is_diagonal_matrix=not self.dense_mass)
+        return da, mm
+
+    def init(self, target, position) -> WarmupState:
+        """Warmup state of one chain started at ``position`` (flat unconstrained)."""
+        (da_init, _, _), (mm_init, _, _) = self._adaptation()
+        mm = mm_init(target.dim)
+        return WarmupState(self._kernel_init(position, target.log_density),
+                           da_init(self.step_size), mm,
+                           jnp.asarray(self.step_size, position.dtype),
+                           mm.inverse_mass_matrix.astype(position.dtype))
+
+    def warmup_step(self, target, rng_key, state: WarmupState, stage):
+        """One kernel step at the current tuning, then one step of Stan's adaptation."""
+        (_, da_update, da_final), (_, mm_update, mm_final) = self._adaptation()
+        da_init = self._adaptation()[0][0]
+        kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
+                                      state.step_size, state.inverse_mass_matrix)
+        window, window_end = stage[0], stage[1]
+        acc = jnp.where(jnp.isnan(info.acceptance_rate), 0.0, info.acceptance_rate)
+        da = da_update(state.da, acc)
+        mm = jax.lax.cond(window == 1, lambda m: mm_update(m, kstate.position),
+                          lambda m: m, state.mm)
+
+        def end_window(args):
+            da, mm = args
+            mm = mm_final(mm)
+            return da_init(da_final(da)), mm
+
+        da, mm = jax.lax.cond(window_end == 1, end_window, lambda a: a, (da, mm))
+        new = WarmupState(kstate, da, mm, jnp.exp(da.log_step_size).astype(state.step_size.dtype),
+                          mm.inverse_mass_matrix.astype(state.inverse_mass_matrix.dtype))
+        return new, {"n_steps": self._grad_evals(info)}
+
+    def finalize(self, state: WarmupState) -> MCMCState:
+        """Freeze the tuning: the averaged step size and the last window's mass matrix."""
+        if self.num_warmup == 0:
+            return MCMCState(state.kernel, state.step_size, state.inverse_mass_matrix)
+        step = jnp.exp(state.da.log_step_size_avg).astype(state.step_size.dtype)
+        return MCMCState(state.kernel, step, state.inverse_mass_matrix)
+
+    def step(self, target, rng_key, state: MCMCState, _=None):
+        """One sampling step of one chain; info holds what the Result keeps per draw."""
+        kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
+                                      state.step_size, state.inverse_mass_matrix)
+        stats = {
+            "position": kstate.position,
+            "lp": kstate.logdensity,
+            "acceptance_rate": info.acceptance_rate,
+            "diverging": getattr(info, "is_divergent", jnp.zeros((), bool)),
+            "n_steps": self._grad_evals(info),
+            "step_size": state.step_size,
+            **self._extra_stats(info),
+        }
+        return MCMCState(kstate, state.step_size, state.inverse_mass_matrix), stats
+
+    def _grad_evals(self, info):
+        return jnp.asarray(info.num_integration_steps, jnp.int32)
+
+    # ---- the run
+    def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None) -> Result:
+        timer = Timer()
+        k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
+        z0 = initial_positions(target, k_init, self.num_chains, self.init_strategy, timer)
+        key = (self, target.compile_key)
+        init_all = compiled(("mcmc-init", key), lambda t, z: jax.vmap(
+            lambda p: self.init(t, p))(z), target, z0, timer=timer)
+        state = timer.run(init_all, target, z0)
+
+        schedule = np.asarray(build_schedule(self.num_warmup)).reshape(-1, 2).astype(np.int32)
+        ckpt = None if checkpoint is None else f"{checkpoint}.warmup"
+        state, warm_info = run_steps(
+            ("warmup", key), self.warmup_step, target, state,
+            jax.random.split(k_warm, self.num_chains), jnp.asarray(schedule), per_chain=True,
+            timer=timer, label=f"{self.name} warmup", progress_bar=progress_bar,
+            checkpoint=ckpt)
+        state = jax.vmap(self.finalize)(state)
+        ckpt = None if checkpoint is None else f"{checkpoint}.sample"
+        state, info = run_steps(
+            ("sample", key), self.step, target, state,
+            jax.random.split(k_sample, self.num_chains), jnp.zeros((self.num_samples,)),
+            per_chain=True, timer=timer, label=f"{self.name} sampling",
+            progress_bar=progress_bar, checkpoint=ckpt)
+
+        grad_evals = int(np.sum(info["n_steps"]))
+        if warm_info is not None:
+            grad_evals += int(np.sum(warm_info["n_steps"]))
+        positions = info.pop("position")
+        return _assemble(self, target, positions, info, timer, grad_evals,
+                         FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
+
+
+def _assemble(engine, target, positions, stats, timer, grad_evals, free_energy) -> Result:
+    """Constrain draws, evaluate pointwise log likelihoods and fill a Result."""
+    samples, loglik = postprocess(target, positions, timer)
+    return Result(
+        engine=engine.name,
+        model=target.name,
+        samples=samples,
+        free_energy=free_energy,
+        stats={k: np.asarray(v) for k, v in stats.items()},
+        log_likelihood=loglik,
+        observed_data=target.observed_data() if target.observed_names else {},
+        compile_seconds=timer.compile_seconds,
+        run_seconds=timer.run_seconds,
+        exact_log_z=target.log_z,
+        config={**{f: getattr(engine, f) for f in engine.option_names()},
+                "_num_grad_evals": grad_evals},
+    )
+
+
+def postprocess(target, positions, timer: Timer):
+    """Map ``(chain, draw, dim)`` positions to constrained samples and pointwise log lik."""
+    c, d = positions.shape[:2]
+
+    def fn(t, z):
+        flat = z.reshape((c * d, -1))
+        out = jax.lax.map(lambda zz: (t.constrain(zz), t.pointwise_log_likelihood(zz)), flat,
+                          batch_size=min(c * d, 256))
+        return jax.tree_util.tree_map(lambda a: a.reshape((c, d) + a.shape[1:]), out)
+
+    exe = compiled(("postprocess", target.compile_key), fn, target, positions, timer=timer)
+    samples, loglik = timer.run(exe, target, positions)
+    to_np = lambda tree: {k: np.asarray(v) for k, v in tree.items()}
+    return to_np(samples), to_np(loglik)
+
+
+@register
+@dataclass(frozen=True)
+class NUTS(_GradientMCMC):
+    """The No-U-Turn sampler (Hoffman & Gelman 2014) with multinomial trajectory sampling
+    (Betancourt 2017), blackjax's ``nuts`` kernel, and Stan's window adaptation."""
+
+    name = "nuts"
+    description = "No-U-Turn sampler (blackjax) with Stan's window adaptation"
+    max_num_doublings: int = 10
+
+    def validate(self):
+        super().validate()
+        _positive_int(self, "max_num_doublings")
+
+    def _kernel(self):
+        base = blackjax.nuts.build_kernel()
+        return lambda k, s, f, eps, imm: base(k, s, f, eps, imm,
+                                              max_num_doublings=self.max_num_doublings)
+
+    def _extra_stats(self, info):
+        return {"energy": info.energy, "tree_depth": info.num_trajectory_expansions}
+
+
+@register
+@dataclass(frozen=True)
+class HMC(_GradientMCMC):
+    """Hamiltonian Monte Carlo with a fixed number of leapfrog steps (Duane et al. 1987;
+    Neal 2011); target acceptance 0.65 after Beskos et al. (2013)."""
+
+    name = "hmc"
+    description = "Hamiltonian Monte Carlo (blackjax), fixed path length, window adaptation"
+    num_integration_steps: int = 10
+    target_acceptance_rate: float = 0.65
+
+    def validate(self):
+        super().validate()
+        _positive_int(self, "num_integration_steps")
+
+    def _kernel(self):
+        base = blackjax.hmc.build_kernel()
+        return lambda k, s, f, eps, imm: base(k, s, f, eps, imm, self.num_integration_steps)
+
+    def _extra_stats(self, info):
+        return {"energy": info.energy}
+
+
+@register
+@dataclass(frozen=True)
+class MALA(_GradientMCMC):
+    """Metropolis-adjusted Langevin (Roberts & Tweedie 1996), preconditioned by the adapted
+    mass matrix; target acceptance 0.574 (Roberts & Rosenthal 1998).
+
+    blackjax's MALA kernel has no mass matrix, so we run it on the whitened coordinates
+    u = L⁻¹z (L Lᵀ the inverse mass matrix), which is preconditioned MALA in z.
+    """
+
+    name = "mala"
+    description = "Metropolis-adjusted Langevin (blackjax), preconditioned, window adaptation"
+    target_acceptance_rate: float = 0.574
+
+    def _kernel_init(self, position, logdensity_fn):
+        return blackjax.mala.init(position, logdensity_fn)
+
+    def _kernel(self):
+        base = blackjax.mala.build_kernel()
+        dense = self.dense_mass
+
+        def kernel(rng_key, state, logdensity_fn, step_size, inverse_mass_matrix):
+            if dense:
+                chol = jnp.linalg.cholesky(inverse_mass_matrix)
+                to_z = lambda u: chol @ u
+                to_u = lambda z: jsl.solve_triangular(chol, z, lower=True)
+                grad_to_u = lambda g: chol.T @ g
+                grad_to_z = lambda g: jsl.solve_triangular(chol.T, g, lower=False)
+            else:
+                scale = jnp.sqrt(inverse_mass_matrix)
+                to_z, to_u = (lambda u: scale * u), (lambda z: z / scale)
+                grad_to_u, grad_to_z = (lambda g: scale * g), (lambda g: g / scale)
+            u_state = blackjax.mcmc.mala.MALAState(
+                to_u(state.position), state.logdensity, grad_to_u(state.logdensity_grad))
+            new, info = base(rng_key, u_state, lambda u: logdensity_fn(to_z(u)), step_size)
+            return blackjax.mcmc.mala.MALAState(
+                to_z(new.position), new.logdensity, grad_to_z(new.logdensity_grad)), info
+
+        return kernel
+
+    def _grad_evals(self, info):
+        return jnp.ones((), jnp.int32)
