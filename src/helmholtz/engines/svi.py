@@ -75,8 +75,12 @@ class SVI(Engine):
     Options
     -------
     guide: one of ``GUIDES`` (``"normal"``, ``"mvn"``, ``"lowrank"``, ``"iaf"``, ``"bnaf"``).
-    optimizer: an optax ``GradientTransformation``; default Adam(``learning_rate``) with
-    gradient clipping at norm 10.
+    optimizer: an optax ``GradientTransformation``; default Adam, its learning rate decayed from ``learning_rate`` to 1% of it along a cosine
+    (``decay="cosine"``) or held (``decay="constant"``). Stochastic gradients need the
+    decay (Robbins & Monro 1951) for the ELBO to settle rather than hover at the noise
+    level. (No gradient clipping by default: clipping a stochastic gradient changes its
+    expectation and moves the optimum; measured here it left the full-rank covariance
+    20–50% too wide.)
     num_steps: optimisation steps; num_particles: ELBO particles per step.
     num_samples: posterior draws returned; num_elbo_samples: fresh draws for the final
     ELBO estimate and its standard error (not the last noisy loss).
@@ -87,6 +91,7 @@ class SVI(Engine):
     guide: str = "normal"
     num_steps: int = 5000
     learning_rate: float = 0.01
+    decay: str = "cosine"
     optimizer: optax.GradientTransformation | None = None
     num_particles: int = 1
     num_samples: int = 1000
@@ -106,13 +111,18 @@ class SVI(Engine):
             _positive_int(self, "rank")
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise OptionError(f"svi: learning_rate must be positive, got {self.learning_rate!r}")
+        if self.decay not in ("cosine", "constant"):
+            raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
         if self.init_strategy not in STRATEGIES:
             raise OptionError(f"svi: init_strategy must be one of {STRATEGIES}")
 
     def _optimizer(self):
         if self.optimizer is not None:
             return self.optimizer
-        return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(self.learning_rate))
+        lr = self.learning_rate
+        if self.decay == "cosine":
+            lr = optax.cosine_decay_schedule(self.learning_rate, self.num_steps, alpha=0.01)
+        return optax.adam(lr)
 
     def _svi(self, z0) -> tuple[NumpyroSVI, Callable]:
         guide = _guide(self.guide, self.rank, self.hidden_dim, self.num_flows, z0)

@@ -1,0 +1,549 @@
+"""The ``helmholtz`` command line: list models and engines, run one, compare several.
+
+::
+
+    helmholtz list
+    helmholtz run eight_schools_noncentered --engine nuts --set num_chains=2 --out out/es
+    helmholtz compare linear_gaussian --engines nuts,svi
+    helmholtz run path/to/my_model.py:model --engine svi --set num_steps=2000
+
+MODEL is a zoo name (``helmholtz list``) or ``path/to/file.py:function``. A model file is
+imported as a module; the function is called with the file's optional module globals
+``model_args`` (a tuple) and ``model_kwargs`` (a dict), or with no arguments. A function
+attribute ``exact_log_z`` (a number, or a function of the model's arguments) declares
+the exact log normaliser, which the free-energy line and the comparison then report.
+
+``--set key=value`` (repeatable) sets engine options; values are converted to the option's
+type. For ``compare`` an option goes to every engine that has it. Bad input (an unknown
+name, a model that fails to trace or whose log density is not finite, an invalid option)
+prints one ``error:`` paragraph on stderr and exits with status 2; ``--debug`` shows the
+traceback instead. JAX's persistent compilation cache is kept in
+``$HELMHOLTZ_JAX_CACHE`` (default ``~/.cache/helmholtz/jax``; set it empty to switch the
+cache off), so a second run of the same model and engine does not compile again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import importlib.util
+import math
+import os
+import shutil
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+__all__ = ["main", "resolve_model", "parse_options"]
+
+_SUMMARY_ROWS = 20
+_NOT_FROM_CLI = "cannot be set from the command line"
+
+
+# ---------------------------------------------------------------------------------- models
+@dataclasses.dataclass
+class _Model:
+    label: str  # for the default output folder
+    target: object
+    exact_log_z: float | None
+
+
+def resolve_model(spec: str, model_seed: int = 0) -> _Model:
+    """A zoo name or ``path/to/file.py:function`` → its Target (and exact log Z if known).
+
+    Raises
+    ------
+    KeyError
+        Unknown zoo name (the message lists the valid names).
+    FileNotFoundError
+        The file part of ``path.py:function`` does not exist.
+    helmholtz.ModelError
+        No ``:function``, a missing function (the message lists the file's functions), a
+        file that fails to import, or a model that raises while tracing.
+    """
+    from helmholtz import models
+
+    if spec in models.names():
+        entry = models.get(spec)
+        target = entry.target(seed=model_seed)
+        exact = target.log_z
+        if exact is None:
+            with contextlib.suppress(Exception):  # exact log Z is a bonus, not a requirement
+                exact = entry.log_z(model_seed)
+        return _Model(spec, target, exact)
+
+    file_part, sep, func = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if not (sep or spec.endswith(".py") or "/" in spec or os.sep in spec):
+        try:
+            models.get(spec)
+        except KeyError as exc:
+            raise KeyError(f"{exc.args[0]} (or give a model file as path/to/file.py:function)"
+                           ) from None
+    return _file_model(Path(file_part), func.strip())
+
+
+def _file_model(path: Path, func: str) -> _Model:
+    from helmholtz.errors import ModelError
+    from helmholtz.target import Target
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file '{path}' does not exist. MODEL is a zoo name (see `helmholtz list`) "
+            "or path/to/file.py:function."
+        )
+    if not func:
+        defined = _defined_functions(path)
+        raise ModelError(
+            f"'{path}' names a file but not the model function in it: write "
+            f"{path}:FUNCTION. The file defines: {', '.join(defined) or 'no functions'}."
+        )
+    module = _import_file(path)
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        defined = [k for k, v in vars(module).items() if _defined_here(v, module)]
+        raise ModelError(
+            f"model file '{path}' has no function '{func}'; it defines: "
+            f"{', '.join(defined) or 'no functions'}."
+        )
+    args = getattr(module, "model_args", ())
+    kwargs = getattr(module, "model_kwargs", {})
+    if not isinstance(args, tuple | list) or not isinstance(kwargs, dict):
+        raise ModelError(
+            f"model file '{path}': model_args must be a tuple and model_kwargs a dict, got "
+            f"{type(args).__name__} and {type(kwargs).__name__}."
+        )
+    target = Target.from_model(fn, *args, **kwargs)
+    return _Model(f"{path.stem}_{func}", target, target.log_z)
+
+
+def _defined_functions(path: Path) -> list[str]:
+    """Top-level function names of a Python file, read without running it."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return []
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+def _defined_here(value, module) -> bool:
+    return callable(value) and getattr(value, "__module__", None) == module.__name__ \
+        and not getattr(value, "__name__", "_").startswith("_")
+
+
+def _import_file(path: Path):
+    from helmholtz.errors import ModelError
+
+    name = f"_helmholtz_model_{abs(hash(str(path.resolve())))}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"cannot import '{path}' as a Python module (is it a .py file?).")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # so the file can import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ModelError(
+            f"importing model file '{path}' raised {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+    return module
+
+
+# ---------------------------------------------------------------------------------- options
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def parse_options(engine_name: str, pairs: list[tuple[str, str]], *, only_known: bool = False
+                  ) -> dict:
+    """``[("num_samples", "500"), ...]`` → the options of one engine.
+
+    Strings go to :func:`helmholtz.get_engine`, which converts int, float and bool; here
+    we add ``none`` for optional fields and refuse fields that take Python objects (an
+    optax optimizer). With ``only_known`` options the engine lacks are dropped.
+    """
+    from helmholtz.engines import ENGINES
+    from helmholtz.errors import EngineError, OptionError
+
+    cls = ENGINES.get(engine_name.lower())
+    if cls is None:  # get_engine would say the same; say it before any work is done
+        from helmholtz.engines import engine_names
+
+        raise EngineError(
+            f"unknown engine {engine_name!r}; valid engines: {', '.join(engine_names())}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    options = {}
+    for key, value in pairs:
+        if key not in fields:
+            if only_known:
+                continue
+            options[key] = value  # get_engine raises with the list of valid options
+            continue
+        kind = fields[key].replace(" ", "")
+        base = kind.removesuffix("|None")
+        if base not in ("int", "float", "bool", "str"):
+            raise OptionError(f"engine '{cls.name}': option {key} ({fields[key]}) {_NOT_FROM_CLI}; "
+                              "use the Python API (helmholtz.infer) for it.")
+        if base != kind and value.lower() == "none":
+            options[key] = None
+        elif base != kind:
+            from helmholtz.engines.base import _coerce
+
+            options[key] = _coerce(cls.name, key, value, base)
+        else:
+            options[key] = value
+    return options
+
+
+def _engines(names: list[str], pairs, *, only_known: bool):
+    import helmholtz
+
+    engines = [helmholtz.get_engine(n, **parse_options(n, pairs, only_known=only_known))
+               for n in names]
+    if only_known:
+        from helmholtz.engines import ENGINES
+        from helmholtz.errors import OptionError
+
+        unused = [k for k, _ in pairs if not any(k in ENGINES[e.name].option_names()
+                                                  for e in engines)]
+        if unused:
+            raise OptionError(
+                f"no engine among {', '.join(names)} has option "
+                f"{', '.join(map(repr, dict.fromkeys(unused)))}; options of "
+                + "; ".join(f"{e.name}: {', '.join(e.option_names())}" for e in engines))
+    return engines
+
+
+# ---------------------------------------------------------------------------------- output
+def _print_table(df, **fmt):
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 30,
+                           "display.max_rows", 200, "display.float_format", "{:.4g}".format):
+        print(df.to_string(**fmt) if fmt else df)
+
+
+def summary_table(result, max_rows: int = _SUMMARY_ROWS):
+    """A posterior summary of at most ``max_rows`` scalar components (pandas DataFrame).
+
+    Unweighted draws get arviz's summary (mean, sd, 94% HDI, MCSE, bulk and tail ESS,
+    R-hat); importance-weighted particles get weighted mean, sd, 3% and 97% quantiles
+    and Kish's effective sample size.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from helmholtz.plots import draw_weights, scalar_components
+
+    comps = scalar_components(result.samples, max_rows)
+    weights = draw_weights(result)
+    if weights is None:
+        import arviz as az
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            idata = az.from_dict(posterior={k: np.asarray(v) for k, v in comps})
+            df = az.summary(idata, round_to="none")
+        return df
+    w = weights.reshape(-1)
+    rows = {}
+    for label, v in comps:
+        x = np.asarray(v, np.float64).reshape(-1)
+        mean = float(np.sum(w * x))
+        order = np.argsort(x)
+        cdf = np.cumsum(w[order])
+        q = np.interp([0.03, 0.97], cdf, x[order])
+        rows[label] = {"mean": mean, "sd": math.sqrt(max(float(np.sum(w * (x - mean) ** 2)), 0)),
+                       "q3%": q[0], "q97%": q[1], "ess_kish": 1.0 / float(np.sum(w ** 2))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _num_scalars(result) -> int:
+    return sum(math.prod(v.shape[2:]) for v in result.samples.values())
+
+
+def _report(result) -> None:
+    """What ``run`` prints: a header, the summary table, the free energy, diagnostics."""
+    chains = f"{result.num_chains} chain{'s' if result.num_chains != 1 else ''}"
+    print(f"{result.engine} on {result.model}: {chains} × {result.num_draws} draws; "
+          f"compile {result.compile_seconds:.1f} s, run {result.run_seconds:.2f} s, "
+          f"{result.num_grad_evals} gradient evaluations")
+    print()
+    _print_table(summary_table(result))
+    more = _num_scalars(result) - _SUMMARY_ROWS
+    if more > 0:
+        print(f"... {more} more scalar{'s' if more > 1 else ''} in the .nc file")
+    print()
+    print(f"free energy: {result.free_energy}")
+    fe = result.free_energy
+    if result.exact_log_z is not None:
+        exact = -float(result.exact_log_z)
+        line = f"exact:       F = -log Z = {exact:.4f}"
+        if fe.kind != "none" and math.isfinite(fe.value):
+            err = fe.value - exact
+            z = f" ({abs(err) / fe.se:.1f} se)" if fe.se > 0 else ""
+            line += f"; error F - F_exact = {err:+.4f}{z}"
+        print(line)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diag = result.diagnostics()
+    rhat = "n/a (one chain)" if math.isnan(diag["max_rhat"]) else f"{diag['max_rhat']:.3f}"
+    print(f"diagnostics: min ESS {diag['min_ess']:.0f}, max R-hat {rhat}, "
+          f"{result.num_divergent} divergent")
+
+
+def _means_table(results, max_rows: int = 10):
+    """Posterior mean (sd) of the first scalar components, one column per engine."""
+    import numpy as np
+    import pandas as pd
+
+    from helmholtz.plots import draw_weights, scalar_components
+
+    common = [n for n in results[0].samples if all(n in r.samples for r in results)]
+    cols = {}
+    for r in results:
+        w = draw_weights(r)
+        col = {}
+        for label, v in scalar_components({n: r.samples[n] for n in common}, max_rows):
+            x = np.asarray(v, np.float64).reshape(-1)
+            ww = np.full(x.shape, 1.0 / x.size) if w is None else w.reshape(-1)
+            mean = float(np.sum(ww * x))
+            sd = math.sqrt(max(float(np.sum(ww * (x - mean) ** 2)), 0.0))
+            col[label] = f"{mean:.4g} ({sd:.3g})"
+        cols[r.engine] = col
+    return pd.DataFrame(cols)
+
+
+def _use_agg():
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _out_dir(args, model: _Model) -> Path:
+    return Path(args.out) if args.out else Path("out") / model.label
+
+
+def _status(args, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------- commands
+def _cmd_list(args) -> int:
+    from helmholtz import models
+    from helmholtz.engines import ENGINES
+
+    entries = models.entries()
+    width = max([len(e.name) for e in entries] + [len(n) for n in ENGINES] + [4])
+    print("models")
+    for e in entries:
+        log_z = None
+        with contextlib.suppress(Exception):
+            log_z = e.log_z(args.model_seed)
+        if log_z is None:
+            log_z = getattr(e.model, "exact_log_z", None)
+            log_z = log_z if isinstance(log_z, int | float) else None
+        known = f"log Z = {log_z:<9.4f}" if log_z is not None else " " * 17
+        print(f"  {e.name:<{width}}  {e.family:<10} {known}  {e.description}")
+    print()
+    print("engines")
+    for name in sorted(ENGINES):
+        cls = ENGINES[name]
+        print(f"  {name:<{width}}  {cls.description}")
+        if args.verbose:
+            defaults = cls()
+            opts = ", ".join(f"{k}={getattr(defaults, k)!r}" for k in cls.option_names())
+            print(textwrap.fill(opts, width=_term_width(), initial_indent=" " * (width + 4),
+                                subsequent_indent=" " * (width + 4)))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    import helmholtz
+    from helmholtz.plots import plot_loss, plot_trace
+
+    (engine,) = _engines([args.engine], args.set, only_known=False)
+    model = resolve_model(args.model, args.model_seed)
+    _status(args, f"running {engine.name} on {model.target.name} (dim {model.target.dim})")
+    result = helmholtz.infer(model.target, engine, seed=args.seed,
+                             progress_bar=not args.quiet)
+    if result.exact_log_z is None:
+        result.exact_log_z = model.exact_log_z
+    _report(result)
+    out = _out_dir(args, model)
+    written = [result.save(out / f"{engine.name}.nc")]
+    _use_agg()
+    written.append(out / f"{engine.name}_trace.png")
+    plot_trace(result, written[-1])
+    if result.trace:
+        written.append(out / f"{engine.name}_loss.png")
+        plot_loss(result, written[-1])
+    print()
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    import helmholtz
+    from helmholtz.errors import OptionError
+    from helmholtz.plots import plot_compare
+
+    names = [n.strip() for n in args.engines.split(",") if n.strip()]
+    if not names:
+        raise OptionError("--engines needs at least one engine name, e.g. --engines nuts,svi")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise OptionError(f"--engines names {', '.join(dupes)} more than once")
+    engines = _engines(names, args.set, only_known=True)
+    model = resolve_model(args.model, args.model_seed)
+    out = _out_dir(args, model)
+    results, written = [], []
+    for i, engine in enumerate(engines, 1):
+        _status(args, f"[{i}/{len(engines)}] {engine.name} on {model.target.name}")
+        result = helmholtz.infer(model.target, engine, seed=args.seed,
+                                 progress_bar=not args.quiet)
+        if result.exact_log_z is None:
+            result.exact_log_z = model.exact_log_z
+        results.append(result)
+        written.append(result.save(out / f"{engine.name}.nc"))
+    print(f"{model.target.name}: {len(results)} engines, seed {args.seed}")
+    print()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        helmholtz.compare(results)  # prints the table
+    print()
+    print("posterior mean (sd)")
+    _print_table(_means_table(results))
+    _use_agg()
+    written.append(out / "compare.png")
+    plot_compare(results, written[-1])
+    print()
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- main
+def _term_width() -> int:
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS so that the value given before or after the subcommand both survive
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
+    p.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                   help="seed of the inference (default 0)")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars or status lines")
+    p.add_argument("--model-seed", type=int, default=argparse.SUPPRESS,
+                   help="seed of a zoo model's data (default 0)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="helmholtz", parents=[common],
+        description="One numpyro model, many inference engines, one free energy.",
+        epilog="MODEL is a zoo name (helmholtz list) or path/to/file.py:function.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", parents=[common], help="list zoo models and engines")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list engine options")
+
+    def inference(p):
+        p.add_argument("model", metavar="MODEL", help="zoo name or path/to/file.py:function")
+        p.add_argument("--set", metavar="KEY=VALUE", type=_key_value, action="append",
+                       default=[], help="engine option (repeatable), e.g. num_samples=500")
+        p.add_argument("--out", metavar="DIR", help="output folder (default out/MODEL)")
+
+    p = sub.add_parser("run", parents=[common], help="run one engine on one model")
+    inference(p)
+    p.add_argument("--engine", default="nuts", help="engine name (default nuts)")
+
+    p = sub.add_parser("compare", parents=[common], help="run several engines side by side")
+    inference(p)
+    p.add_argument("--engines", required=True, metavar="A,B,C",
+                   help="comma-separated engine names, e.g. nuts,svi")
+    return parser
+
+
+def _enable_compilation_cache() -> None:
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # someone (a test, a user) already chose
+        return
+    folder = os.environ.get("HELMHOLTZ_JAX_CACHE",
+                            str(Path.home() / ".cache" / "helmholtz" / "jax"))
+    if not folder:
+        return
+    with contextlib.suppress(Exception):
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _paragraph(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]  # KeyError's str() would quote it
+    else:
+        text = str(exc) or type(exc).__name__
+    return textwrap.fill(" ".join(text.split()), width=_term_width(), initial_indent="error: ",
+                         subsequent_indent="       ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``helmholtz`` command; returns the exit status.
+
+    0 on success, 2 on bad input (one ``error:`` paragraph on stderr), 1 on an unexpected
+    failure (also one paragraph); ``--debug`` re-raises instead of printing.
+    """
+    from helmholtz.errors import HelmholtzError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error (argparse printed it)
+        return exc.code if isinstance(exc.code, int) else 2
+    for name, default in (("debug", False), ("seed", 0), ("quiet", False), ("model_seed", 0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    command = {"list": _cmd_list, "run": _cmd_run, "compare": _cmd_compare}[args.command]
+    try:
+        if args.command != "list":
+            _enable_compilation_cache()
+        return command(args)
+    except (HelmholtzError, KeyError, ValueError, TypeError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(_paragraph(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        exc_text = f"{type(exc).__name__}: {exc}"
+        print(_paragraph(RuntimeError(f"unexpected {exc_text} (run with --debug for the "
+                                      "traceback)")), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
