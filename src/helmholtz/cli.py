@@ -29,6 +29,7 @@ import ast
 import contextlib
 import dataclasses
 import importlib.util
+import logging
 import math
 import os
 import shutil
@@ -49,6 +50,7 @@ class _Model:
     label: str  # for the default output folder
     target: object
     exact_log_z: float | None
+    exact_moments: dict | None = None  # {"w[0]": (mean, sd)} where the zoo knows them
 
 
 def resolve_model(spec: str, model_seed: int = 0) -> _Model:
@@ -73,7 +75,7 @@ def resolve_model(spec: str, model_seed: int = 0) -> _Model:
         if exact is None:
             with contextlib.suppress(Exception):  # exact log Z is a bonus, not a requirement
                 exact = entry.log_z(model_seed)
-        return _Model(spec, target, exact)
+        return _Model(spec, target, exact, _exact_moments(entry, model_seed))
 
     file_part, sep, func = spec.rpartition(":") if ":" in spec else (spec, "", "")
     if not (sep or spec.endswith(".py") or "/" in spec or os.sep in spec):
@@ -83,6 +85,33 @@ def resolve_model(spec: str, model_seed: int = 0) -> _Model:
             raise KeyError(f"{exc.args[0]} (or give a model file as path/to/file.py:function)"
                            ) from None
     return _file_model(Path(file_part), func.strip())
+
+
+def _exact_moments(entry, model_seed: int) -> dict | None:
+    """Exact posterior mean and sd per scalar component, from a zoo entry's
+    ``exact_posterior`` ({site: (mean, cov)}), or None."""
+    import numpy as np
+
+    if getattr(entry, "exact_posterior", None) is None:
+        return None
+    try:
+        args, kwargs = entry.args(model_seed)
+        moments = entry.exact_posterior(*args, **kwargs)
+    except Exception:
+        return None
+    out = {}
+    for site, (mean, cov) in moments.items():
+        mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+        if cov.ndim == 2 and cov.shape == (mean.size, mean.size):
+            sd = np.sqrt(np.diag(cov))
+        elif cov.size == mean.size:
+            sd = np.sqrt(cov.reshape(-1))
+        else:
+            continue
+        for i, (m, s) in enumerate(zip(mean.reshape(-1), sd, strict=True)):
+            index = ",".join(map(str, np.unravel_index(i, mean.shape)))
+            out[f"{site}[{index}]" if mean.shape else site] = (float(m), float(s))
+    return out or None
 
 
 def _file_model(path: Path, func: str) -> _Model:
@@ -251,11 +280,9 @@ def summary_table(result, max_rows: int = _SUMMARY_ROWS):
     if weights is None:
         import arviz as az
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_arviz():
             idata = az.from_dict(posterior={k: np.asarray(v) for k, v in comps})
-            df = az.summary(idata, round_to="none")
-        return df
+            return az.summary(idata, round_to="none")
     w = weights.reshape(-1)
     rows = {}
     for label, v in comps:
@@ -267,6 +294,26 @@ def summary_table(result, max_rows: int = _SUMMARY_ROWS):
         rows[label] = {"mean": mean, "sd": math.sqrt(max(float(np.sum(w * (x - mean) ** 2)), 0)),
                        "q3%": q[0], "q97%": q[1], "ess_kish": 1.0 / float(np.sum(w ** 2))}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@contextlib.contextmanager
+def _quiet_arviz():
+    """Silence arviz's warnings (R-hat of one chain and the like) inside the block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def _arviz_log_errors_only():
+    """arviz *logs* a shape warning for every one-chain result (SVI, particles): mute it."""
+    logger = logging.getLogger("arviz")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _num_scalars(result) -> int:
@@ -295,16 +342,16 @@ def _report(result) -> None:
             z = f" ({abs(err) / fe.se:.1f} se)" if fe.se > 0 else ""
             line += f"; error F - F_exact = {err:+.4f}{z}"
         print(line)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_arviz():
         diag = result.diagnostics()
     rhat = "n/a (one chain)" if math.isnan(diag["max_rhat"]) else f"{diag['max_rhat']:.3f}"
     print(f"diagnostics: min ESS {diag['min_ess']:.0f}, max R-hat {rhat}, "
           f"{result.num_divergent} divergent")
 
 
-def _means_table(results, max_rows: int = 10):
-    """Posterior mean (sd) of the first scalar components, one column per engine."""
+def _means_table(results, exact_moments=None, max_rows: int = 10):
+    """Posterior mean (sd) of the first scalar components, one column per engine (and one
+    for the exact values where known)."""
     import numpy as np
     import pandas as pd
 
@@ -322,7 +369,11 @@ def _means_table(results, max_rows: int = 10):
             sd = math.sqrt(max(float(np.sum(ww * (x - mean) ** 2)), 0.0))
             col[label] = f"{mean:.4g} ({sd:.3g})"
         cols[r.engine] = col
-    return pd.DataFrame(cols)
+    if exact_moments:
+        labels = list(next(iter(cols.values())))
+        cols["exact"] = {k: f"{exact_moments[k][0]:.4g} ({exact_moments[k][1]:.3g})"
+                         for k in labels if k in exact_moments}
+    return pd.DataFrame(cols).fillna("")
 
 
 def _use_agg():
@@ -420,15 +471,14 @@ def _cmd_compare(args) -> int:
         written.append(result.save(out / f"{engine.name}.nc"))
     print(f"{model.target.name}: {len(results)} engines, seed {args.seed}")
     print()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_arviz():
         helmholtz.compare(results)  # prints the table
     print()
     print("posterior mean (sd)")
-    _print_table(_means_table(results))
+    _print_table(_means_table(results, model.exact_moments))
     _use_agg()
     written.append(out / "compare.png")
-    plot_compare(results, written[-1])
+    plot_compare(results, written[-1], exact_moments=model.exact_moments)
     print()
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -525,7 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command != "list":
             _enable_compilation_cache()
-        return command(args)
+        with _arviz_log_errors_only():
+            return command(args)
+    except BrokenPipeError:  # `helmholtz list | head`: stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (HelmholtzError, KeyError, ValueError, TypeError, FileNotFoundError) as exc:
         if args.debug:
             raise

@@ -131,17 +131,16 @@ def plot_trace(result, path=None, max_vars: int = 6):
         lines, note = _site_lines(result.samples[name])
         num_chains, num_draws, k = lines.shape
         ax_d, ax_t = axes[row]
-        bins = _bins(lines, num_draws if k == 1 else num_chains * num_draws)
-        for j in range(k):
-            if k == 1:  # one colour per chain
-                for c in range(num_chains):
-                    w = None if weights is None else weights[c]
-                    _density(ax_d, lines[c, :, 0], w, bins, color=colors[c % len(colors)],
-                             lw=1.2)
-            else:
-                w = None if weights is None else weights.reshape(-1)
-                _density(ax_d, lines[..., j].reshape(-1), w, bins,
-                         color=colors[j % len(colors)], lw=1.0)
+        if k == 1:  # one colour per chain, bins shared so that chains compare
+            bins = _bins(lines, num_draws)
+            for c in range(num_chains):
+                w = None if weights is None else weights[c]
+                _density(ax_d, lines[c, :, 0], w, bins, color=colors[c % len(colors)], lw=1.2)
+        else:  # one colour per component, chains pooled, bins of its own
+            w = None if weights is None else weights.reshape(-1)
+            for j in range(k):
+                x = lines[..., j].reshape(-1)
+                _density(ax_d, x, w, _bins(x, x.size), color=colors[j % len(colors)], lw=1.0)
         draws = np.arange(num_draws)
         for c in range(num_chains):
             for j in range(k):
@@ -223,13 +222,15 @@ def _colors():
     return [f"C{i}" for i in range(10)]
 
 
-def plot_compare(results, path=None, max_vars: int = 4):
+def plot_compare(results, path=None, max_vars: int = 4, exact_moments: dict | None = None):
     """Posterior marginals of the first ``max_vars`` scalar parameters, one colour per
     engine, and a panel of free-energy estimates (± 2 standard errors) with the exact
     F = −log Z as a dashed line where the model knows it.
 
     Only components present in every Result are drawn. Triangles mark bounds (▲ lower
     bound on log Z, i.e. F from above; ▼ upper bound), circles unbiased or exact values.
+    ``exact_moments`` (``{"w[0]": (mean, sd), ...}``, e.g. from a zoo model's exact
+    posterior) adds the normal density with those moments as a dashed black curve.
 
     Returns
     -------
@@ -244,7 +245,7 @@ def plot_compare(results, path=None, max_vars: int = 4):
     per_result = [dict(scalar_components({n: r.samples[n] for n in common}, max_vars))
                   for r in results]
     num_panels = len(labels) + 1
-    ncols = min(3, num_panels)
+    ncols = 2 if num_panels == 4 else min(3, num_panels)
     nrows = -(-num_panels // ncols)
     fig = _figure(path, (4.0 * ncols, 0.7 + 3.0 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
@@ -258,6 +259,11 @@ def plot_compare(results, path=None, max_vars: int = 4):
             _density(ax, np.asarray(pr[label], np.float64).reshape(-1),
                      None if w is None else w.reshape(-1), bins,
                      color=colors[i % len(colors)], lw=1.4, label=r.engine)
+        if exact_moments and label in exact_moments:
+            mean, sd = map(float, exact_moments[label])
+            x = np.linspace(bins[0], bins[-1], 200)
+            ax.plot(x, np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)),
+                    color="black", ls="--", lw=1.0, label="exact")
         ax.set_title(label, fontsize=10, loc="left")
         ax.set_yticks([])
     if labels:
@@ -285,6 +291,7 @@ def _free_energy_panel(ax, results, colors):
     if exact is not None:
         ax.axhline(exact, color="black", ls="--", lw=1.0, label=f"exact {exact:.4g}")
         ax.legend(fontsize=8, frameon=False)
+    ax.margins(y=0.15)
     ax.set_xticks(x, [r.engine for r in results], fontsize=9)
     ax.set_xlim(-0.6, len(results) - 0.4)
     ax.set_title("free energy F = −log Z (± 2 se)", fontsize=10, loc="left")
