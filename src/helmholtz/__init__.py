@@ -7,8 +7,13 @@ and reports its estimate of F = −log Z with a standard error and a kind.
 from helmholtz import engines
 from helmholtz.boltzmann import boltzmann
 from helmholtz.engines import HMC, MALA, NUTS, SVI, Engine, engine_names, get_engine
-from helmholtz.errors import (EngineError, HelmholtzError, InitializationError, ModelError,
-                              OptionError)
+from helmholtz.errors import (
+    EngineError,
+    HelmholtzError,
+    InitializationError,
+    ModelError,
+    OptionError,
+)
 from helmholtz.infer import infer
 from helmholtz.result import FreeEnergy, Result, compare
 from helmholtz.target import Target
@@ -19,3 +24,12 @@ __all__ = [
     "ModelError", "EngineError", "OptionError", "InitializationError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # the zoo imports helmholtz itself, so it is loaded on first use, not at import
+    if name == "models":
+        import importlib
+
+        return importlib.import_module("helmholtz.models")
+    raise AttributeError(f"module 'helmholtz' has no attribute {name!r}")

@@ -191,7 +191,7 @@ def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), value.strip()
+    return key.strip().replace("-", "_"), value.strip()
 
 
 def parse_options(engine_name: str, pairs: list[tuple[str, str]], *, only_known: bool = False
@@ -503,12 +503,22 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("helmholtz-ppl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
         prog="helmholtz", parents=[common],
         description="One numpyro model, many inference engines, one free energy.",
         epilog="MODEL is a zoo name (helmholtz list) or path/to/file.py:function.")
+    parser.add_argument("--version", action="version", version=f"helmholtz {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[common], help="list zoo models and engines")

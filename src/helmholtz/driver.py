@@ -185,7 +185,8 @@ def run_steps(
         rng_key = jax.device_put(rng_key, NamedSharding(mesh, PartitionSpec("chain")))
 
     first_xs = jax.tree_util.tree_map(lambda x: x[:size], xs)
-    exe = compiled(("chunk", key, size, per_chain, mesh is not None, chain_group_size), chunk_fn, target, state,
+    exe = compiled(("chunk", key, size, per_chain, mesh is not None, chain_group_size), chunk_fn,
+                   target, state,
                    rng_key, jnp.int32(0), first_xs, timer=timer)
 
     done, infos = 0, []

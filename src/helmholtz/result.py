@@ -133,9 +133,11 @@ class Result:
                 or None,
                 observed_data={k: np.asarray(v) for k, v in self.observed_data.items()}
                 or None,
-                attrs={"engine": self.engine, "model": self.model,
-                       "inference_library": "helmholtz"},
             )
+        # arviz 0.23's from_dict drops its attrs argument; set them on each group
+        for group in idata.groups():
+            getattr(idata, group).attrs.update(
+                {"engine": self.engine, "model": self.model, "inference_library": "helmholtz"})
         return idata
 
     def summary(self, **kwargs):
@@ -171,6 +173,8 @@ class Result:
         path.parent.mkdir(parents=True, exist_ok=True)
         idata = self.to_arviz()
         meta = {
+            "engine": self.engine,
+            "model": self.model,
             "free_energy": asdict(self.free_energy),
             "compile_seconds": self.compile_seconds,
             "run_seconds": self.run_seconds,
@@ -210,8 +214,8 @@ class Result:
         stats = group("sample_stats")
         log_weights = stats.pop("log_weight", None) if meta["has_log_weights"] else None
         return cls(
-            engine=idata.posterior.attrs["engine"],
-            model=idata.posterior.attrs["model"],
+            engine=meta["engine"],
+            model=meta["model"],
             samples=group("posterior"),
             free_energy=FreeEnergy(**meta["free_energy"]),
             log_weights=log_weights,

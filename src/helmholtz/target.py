@@ -230,7 +230,8 @@ class Target:
         unknown = set(params) - set(self._spec.param_names)
         if unknown:
             raise ValueError(
-                f"unknown param sites {sorted(unknown)}; the model has {list(self._spec.param_names)}"
+                f"unknown param sites {sorted(unknown)}; "
+                f"the model has {list(self._spec.param_names)}"
             )
         return Target(self._spec, self._data_leaves, {**self.params, **params}, self.observed,
                       self.log_z)

@@ -76,6 +76,10 @@ def _coerce(engine_name, key, value, annotation):
     if not isinstance(value, str):
         return value
     kind = str(annotation)
+    if kind.endswith("| None"):
+        if value.lower() == "none":
+            return None
+        kind = kind[: -len("| None")].strip()
     try:
         if kind == "int":
             return int(value)

@@ -75,7 +75,8 @@ class SVI(Engine):
     Options
     -------
     guide: one of ``GUIDES`` (``"normal"``, ``"mvn"``, ``"lowrank"``, ``"iaf"``, ``"bnaf"``).
-    optimizer: an optax ``GradientTransformation``; default Adam, its learning rate decayed from ``learning_rate`` to 1% of it along a cosine
+    optimizer: an optax ``GradientTransformation``; default Adam, its learning rate decayed
+    from ``learning_rate`` to 1% of it along a cosine
     (``decay="cosine"``) or held (``decay="constant"``). Stochastic gradients need the
     decay (Robbins & Monro 1951) for the ELBO to settle rather than hover at the noise
     level. (No gradient clipping by default: clipping a stochastic gradient changes its
@@ -111,6 +112,11 @@ class SVI(Engine):
             _positive_int(self, "rank")
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise OptionError(f"svi: learning_rate must be positive, got {self.learning_rate!r}")
+        if self.optimizer is not None and not isinstance(self.optimizer,
+                                                         optax.GradientTransformation):
+            raise OptionError(
+                "svi: optimizer must be an optax GradientTransformation (e.g. optax.adam(1e-2)),"
+                f" got {type(self.optimizer).__name__}")
         if self.decay not in ("cosine", "constant"):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
         if self.init_strategy not in STRATEGIES:
