@@ -12,6 +12,7 @@ time ``lower().compile()`` gives both), and a counter that tests can read.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import time
@@ -190,7 +191,8 @@ def run_steps(
                    rng_key, jnp.int32(0), first_xs, timer=timer)
 
     done, infos = 0, []
-    tag = f"{label}:{num_steps}:{size}:{jax.tree_util.tree_structure(state)}"
+    tag = (f"{label}:{num_steps}:{size}:{_key_fingerprint(rng_key)}:"
+           f"{jax.tree_util.tree_structure(state)}")
     if checkpoint is not None and Path(checkpoint).exists():
         done, state, infos = _load_checkpoint(checkpoint, tag, state)
         if mesh is not None:
@@ -234,6 +236,11 @@ def _progress(label, total, initial, enabled):
     return tqdm(total=total, initial=initial, desc=label, leave=False, dynamic_ncols=True)
 
 
+def _key_fingerprint(rng_key) -> str:
+    data = np.asarray(jax.random.key_data(rng_key))
+    return hashlib.sha1(data.tobytes()).hexdigest()[:12]
+
+
 def _save_checkpoint(path, tag, done, state, infos):
     payload = {
         "tag": tag,
@@ -253,8 +260,12 @@ def _to_host(x):
     return np.asarray(x)
 
 
+def _is_key_leaf(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and x[0] == "__key__"
+
+
 def _from_host(x):
-    if isinstance(x, tuple) and len(x) == 2 and x[0] == "__key__":
+    if _is_key_leaf(x):
         return jax.random.wrap_key_data(jnp.asarray(x[1]))
     return jnp.asarray(x)
 
@@ -267,9 +278,9 @@ def _load_checkpoint(path, tag, state_like):
             f"checkpoint {path} was written by a different run ({payload['tag']!r}, this "
             f"run is {tag!r}); remove it or pass another path."
         )
-    is_leaf = lambda x: isinstance(x, tuple) and len(x) == 2 and x[0] == "__key__"
-    state = jax.tree_util.tree_map(_from_host, payload["state"], is_leaf=is_leaf)
+    state = jax.tree_util.tree_map(_from_host, payload["state"], is_leaf=_is_key_leaf)
     state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state_like),
                                          jax.tree_util.tree_leaves(state))
-    infos = [jax.tree_util.tree_map(_from_host, i, is_leaf=is_leaf) for i in payload["infos"]]
+    infos = [jax.tree_util.tree_map(_from_host, i, is_leaf=_is_key_leaf)
+             for i in payload["infos"]]
     return payload["done"], state, infos
