@@ -14,14 +14,6 @@ from helmholtz import models
 bz = models.boltzmann
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def _grid_log_z(energy_fn, lo, hi, h, temperature=1.0):
     """log ∫∫ exp(−U/kT) over a 2-d box by the trapezoid rule (numpy float64 sums)."""
     xs = np.arange(lo[0], hi[0] + h / 2, h)

@@ -14,14 +14,6 @@ from helmholtz import models
 classic = models.classic
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 # ---------------------------------------------------------------------------------------
 # linear-Gaussian closed forms
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""AIS and adaptive tempered SMC: log Z against exact values, with Monte Carlo error bars."""
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import helmholtz
+from helmholtz.driver import TRACE_COUNT
+from helmholtz.engines.annealing import AIS, SMC, log_mean_exp_se, temperature_schedule
+from helmholtz.errors import OptionError
+from helmholtz.models import get
+
+# AIS settings at which the weights' ESS stays in the hundreds on linear_gaussian
+AIS_SETTINGS = dict(num_particles=1000, num_steps=200, num_mcmc_steps=2)
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    return get("linear_gaussian").target(seed=0)
+
+
+@pytest.fixture(scope="module")
+def ais_linear_gaussian(linear_gaussian):
+    return helmholtz.infer(linear_gaussian, "ais", seed=3, **AIS_SETTINGS)
+
+
+def _z_score(result, target):
+    fe = result.free_energy
+    assert fe.kind == "unbiased-Z estimate"
+    assert np.isfinite(fe.se) and fe.se > 0
+    return (result.log_z - target.log_z) / fe.se
+
+
+def test_ais_log_z_on_linear_gaussian(ais_linear_gaussian, linear_gaussian):
+    result = ais_linear_gaussian
+    assert abs(_z_score(result, linear_gaussian)) < 3, (result.log_z, linear_gaussian.log_z)
+    assert result.free_energy.se < 0.2
+    assert result.free_energy.value == pytest.approx(-result.log_z)
+
+
+def test_ais_result_layout(ais_linear_gaussian):
+    result = ais_linear_gaussian
+    n = AIS_SETTINGS["num_particles"]
+    assert result.samples["w"].shape == (1, n, 3)
+    assert result.stats["work"].shape == (1, n)
+    assert result.log_weights.shape == (1, n)
+    np.testing.assert_allclose(result.log_weights, -result.stats["work"])
+    # Jarzynski: log Ẑ = logsumexp(−W) − log N, and the ESS of the weights e^{−W}
+    log_z = logsumexp(-result.stats["work"]) - np.log(n)
+    assert result.log_z == pytest.approx(log_z, abs=1e-6)
+    w = np.exp(result.log_weights - result.log_weights.max())
+    assert result.config["ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-6)
+    assert 50 < result.config["ess"] <= n
+    # one row of trace per temperature, ending at β = 1
+    assert result.trace["beta"].shape == (AIS_SETTINGS["num_steps"],)
+    assert result.trace["beta"][-1] == 1.0
+    assert np.all(np.diff(result.trace["beta"]) > 0)
+    # the step size adapts towards HMC's 0.65 acceptance
+    assert 0.4 < np.mean(result.trace["acceptance_rate"][-50:]) < 0.9
+    # weighted particles recover the posterior mean
+    mean, cov = get("linear_gaussian").exact_posterior(
+        *get("linear_gaussian").args(seed=0)[0], **get("linear_gaussian").args(seed=0)[1])["w"]
+    wn = w[0] / w.sum()
+    est = wn @ result.samples["w"][0]
+    se = np.sqrt(np.diag(cov) / result.config["ess"])
+    assert np.all(np.abs(est - mean) < 4 * se), (est, mean, se)
+
+
+def test_ais_same_seed_same_estimate_without_recompiling(ais_linear_gaussian, linear_gaussian):
+    before = TRACE_COUNT["n"]
+    again = helmholtz.infer(linear_gaussian, "ais", seed=3, **AIS_SETTINGS)
+    assert TRACE_COUNT["n"] == before  # every function came from the cache
+    assert again.compile_seconds == 0.0
+    assert again.log_z == ais_linear_gaussian.log_z
+    other = helmholtz.infer(linear_gaussian, "ais", seed=4, **AIS_SETTINGS)
+    assert other.log_z != ais_linear_gaussian.log_z
+
+
+def test_ais_log_z_on_correlated_gaussian_20d():
+    target = get("gaussian_20d").target(seed=0)
+    result = helmholtz.infer(target, "ais", seed=0, num_particles=1000, num_steps=400,
+                             num_mcmc_steps=2)
+    assert abs(_z_score(result, target)) < 3, (result.log_z, target.log_z,
+                                               result.free_energy.se)
+    assert result.free_energy.se < 0.3
+
+
+def test_smc_log_z_on_linear_gaussian(linear_gaussian):
+    result = helmholtz.infer(linear_gaussian, "smc", seed=0, num_particles=1000)
+    assert abs(_z_score(result, linear_gaussian)) < 3, (result.log_z, linear_gaussian.log_z)
+    assert result.free_energy.se < 0.2
+    reps = np.asarray(result.config["replicate_log_z"])
+    assert reps.shape == (4,)
+    assert result.log_z == pytest.approx(logsumexp(reps) - np.log(4))
+    assert result.free_energy.se == pytest.approx(reps.std(ddof=1) / 2)
+    # particles of all replicates as one chain; weights normalised within each replicate
+    assert result.samples["w"].shape == (1, 4000, 3)
+    w = np.exp(result.log_weights.reshape(4, 1000))
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-4)
+    # the adaptive schedule ends at β = 1, and log Ẑ is the sum of the increments
+    assert result.trace["beta"][-1] == pytest.approx(1.0)
+    assert np.all(np.diff(result.trace["beta"]) > 0)
+    assert np.sum(result.trace["log_z_increment"]) == pytest.approx(reps[0], abs=1e-3)
+
+
+def test_smc_log_z_on_many_well_32d():
+    target = get("many_well").target(seed=0)
+    result = helmholtz.infer(target, "smc", seed=0, num_particles=1000)
+    assert abs(result.log_z - 164.6957) < 1.0, result.log_z
+    assert abs(_z_score(result, target)) < 4, (result.log_z, result.free_energy.se)
+
+
+def test_smc_max_steps_guard_is_reported(linear_gaussian):
+    result = helmholtz.infer(linear_gaussian, "smc", seed=0, num_particles=100,
+                             num_replicates=2, max_steps=2)
+    assert result.config["num_tempering_steps"] == [2, 2]
+    assert "max_steps=2 reached" in result.free_energy.note
+
+
+def test_schedules_run_from_zero_to_one():
+    for name in ("linear", "geometric", "sigmoid"):
+        betas = temperature_schedule(name, 50)
+        assert betas.shape == (51,) and betas[0] == 0.0 and betas[-1] == 1.0
+        assert np.all(np.diff(betas) > 0), name
+    engine = AIS(schedule=np.array([0.0, 0.25, 1.0]))
+    assert engine.schedule == (0.0, 0.25, 1.0)  # stored as a tuple: hashable
+    hash(engine)
+    np.testing.assert_array_equal(engine.betas(), [0.0, 0.25, 1.0])
+
+
+def test_log_mean_exp_se_matches_the_direct_formula():
+    rng = np.random.default_rng(0)
+    log_w = rng.normal(size=500) * 1.5 + 1000.0  # would overflow exp() directly
+    log_z, se, ess = log_mean_exp_se(log_w)
+    w = np.exp(log_w - 1000.0)
+    assert log_z == pytest.approx(1000.0 + np.log(w.mean()))
+    assert se == pytest.approx(np.sqrt(w.var() / w.size) / w.mean(), rel=1e-8)
+    assert ess == pytest.approx(w.sum() ** 2 / (w**2).sum())
+
+
+@pytest.mark.parametrize("engine, options, message", [
+    ("ais", {"num_particles": 1}, "num_particles"),
+    ("ais", {"num_steps": 0}, "num_steps"),
+    ("ais", {"schedule": "cosine"}, "schedule"),
+    ("ais", {"schedule": (0.0, 0.7, 0.5, 1.0)}, "never decrease"),
+    ("ais", {"schedule": (0.1, 1.0)}, "start at 0"),
+    ("ais", {"kernel": "nuts"}, "kernel"),
+    ("ais", {"step_size": -0.1}, "step_size"),
+    ("ais", {"num_mcmc_steps": 2.5}, "num_mcmc_steps"),
+    ("smc", {"target_ess": 1.0}, "target_ess"),
+    ("smc", {"num_replicates": 0}, "num_replicates"),
+    ("smc", {"max_steps": -1}, "max_steps"),
+    ("smc", {"adapt_step_size": "yes please"}, "adapt_step_size"),
+    ("smc", {"num_temperatures": 10}, "valid options"),
+])
+def test_bad_options_raise_option_error(engine, options, message):
+    with pytest.raises(OptionError, match=message):
+        helmholtz.get_engine(engine, **options)
+
+
+def test_engines_are_registered():
+    assert isinstance(helmholtz.get_engine("ais"), AIS)
+    assert isinstance(helmholtz.get_engine("smc"), SMC)
+    assert {"ais", "smc"} <= set(helmholtz.engine_names())
