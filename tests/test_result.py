@@ -90,3 +90,10 @@ def test_free_energy_kinds_are_checked():
         FreeEnergy(1.0, 0.1, "approximately")
     fe = FreeEnergy(-3.0, 0.1, "lower bound")
     assert fe.log_z == 3.0
+
+
+def test_weighted_results_report_kish_ess():
+    log_w = np.log(np.array([[1.0, 1.0, 2.0, 4.0]]))
+    r = Result(engine="toy", model="toy", samples={"x": np.zeros((1, 4))},
+               free_energy=FreeEnergy(0.0, 0.1, "unbiased-Z estimate"), log_weights=log_w)
+    assert r.diagnostics()["min_ess"] == pytest.approx(8.0**2 / 22.0)

@@ -147,8 +147,17 @@ class Result:
         return az.summary(self.to_arviz(), **kwargs)
 
     def diagnostics(self) -> dict:
-        """min bulk ESS and max R-hat over every scalar of every site (arviz)."""
+        """min bulk ESS and max R-hat over every scalar of every site (arviz).
+
+        For importance-weighted results the ESS is Kish's (Σw)²/Σw² of the weights
+        (arviz's ESS of the unweighted particles would ignore the weights).
+        """
         import arviz as az
+
+        if self.log_weights is not None:
+            lw = np.asarray(self.log_weights, np.float64).ravel()
+            w = np.exp(lw - lw.max())
+            return {"min_ess": float(w.sum() ** 2 / (w**2).sum()), "max_rhat": math.nan}
 
         idata = self.to_arviz()
         with warnings.catch_warnings():
