@@ -231,6 +231,16 @@ def gaussian_energy(mean, cov) -> Callable:
     return energy
 
 
+def _gaussian_posterior(model) -> Callable[..., dict]:
+    """``exact_posterior`` of a Gaussian Boltzmann model: its mean and covariance (the
+    model takes no data); reverse AIS and BAR draw their equilibrium starts from it."""
+
+    def exact_posterior(*args, **kwargs) -> dict:
+        return {"x": (model.mean.copy(), model.cov.copy())}
+
+    return exact_posterior
+
+
 def _gaussian_model(mean, cov, base_scale: float, name: str) -> Callable:
     mean = np.asarray(mean, dtype=np.float64)
     cov = np.asarray(cov, dtype=np.float64)
@@ -244,6 +254,7 @@ def _gaussian_model(mean, cov, base_scale: float, name: str) -> Callable:
     model.__name__ = name
     model.mean = mean
     model.cov = cov
+    model.exact_posterior = _gaussian_posterior(model)
     return model
 
 
@@ -252,7 +263,8 @@ def gaussian_target(d: int, seed: int = 0) -> Callable:
 
     Σ = Q diag(λ) Qᵀ with Q a Haar-random rotation and variances λ log-uniform in
     [0.1, 10] (condition number up to 100), drawn with ``numpy.random.default_rng(seed)``.
-    The base is N(0, (1.5 √λ_max)² I). The model carries ``.mean``, ``.cov`` and
+    The base is N(0, (1.5 √λ_max)² I). The model carries ``.mean``, ``.cov``,
+    ``.exact_posterior`` and
     ``.exact_log_z = ½ log det(2πΣ)``.
     """
     rng = np.random.default_rng(seed)
@@ -581,13 +593,6 @@ def _log_z_callable(model) -> Callable[..., float] | None:
     if log_z is None or callable(log_z):
         return log_z
     return _constant(log_z)
-
-
-def _gaussian_posterior(model) -> Callable[..., dict]:
-    def exact_posterior(*args, **kwargs) -> dict:
-        return {"x": (model.mean.copy(), model.cov.copy())}
-
-    return exact_posterior
 
 
 def _register(name: str, description: str, model, exact_posterior=None) -> None:

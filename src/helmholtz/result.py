@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ["FreeEnergy", "Result", "compare"]
 
 # What an estimate says about log Z (F = −log Z, in nats).
-KINDS = ("exact", "unbiased-Z estimate", "lower bound", "upper bound", "none")
+KINDS = ("exact", "unbiased-Z estimate", "estimate", "lower bound", "upper bound", "none")
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,10 @@ class FreeEnergy:
 
     ``kind`` says what the estimate is for log Z: ``"lower bound"`` (an ELBO: log Z ≥
     −F), ``"upper bound"`` (e.g. reverse AIS), ``"unbiased-Z estimate"`` (AIS and SMC:
-    E[Ẑ] = Z, so log Ẑ is biased low by about var/2), ``"exact"``, or ``"none"`` for an
-    engine that does not estimate it (``value`` is then NaN and ``note`` says why).
+    E[Ẑ] = Z, so log Ẑ is biased low by about var/2), ``"estimate"`` (consistent but
+    neither unbiased in Z nor a bound, e.g. Bennett's acceptance ratio), ``"exact"``, or
+    ``"none"`` for an engine that does not estimate it (``value`` is then NaN and ``note``
+    says why).
     """
 
     value: float

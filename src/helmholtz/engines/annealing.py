@@ -251,7 +251,8 @@ class AIS(_Annealing):
         beta_prev, beta = betas[0].astype(state.position.dtype), betas[1].astype(
             state.position.dtype)
         loglik = jax.vmap(target.log_likelihood)(state.position)
-        incr = jnp.where(beta > beta_prev, (beta - beta_prev) * loglik, 0.0)
+        # β may also decrease: reverse AIS (helmholtz.engines.bidirectional) anneals 1 → 0
+        incr = jnp.where(beta != beta_prev, (beta - beta_prev) * loglik, 0.0)
         log_weight = state.log_weight + jnp.where(jnp.isnan(incr), -jnp.inf, incr)
 
         def logdensity_fn(z):
