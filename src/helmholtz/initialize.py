@@ -54,7 +54,7 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
         return chosen, jnp.any(ok, axis=0)
 
     exe = compiled(("init", num, strategy), fn, target, rng_key, timer=timer)
-    z, found = exe(target, rng_key)
+    z, found = exe(target, rng_key) if timer is None else timer.run(exe, target, rng_key)
     if not bool(np.all(np.asarray(found))):
         bad = int(np.argmin(np.asarray(found)))
         raise InitializationError(_describe_failure(target, z[bad]))

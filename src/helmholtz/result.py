@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,29 @@ __all__ = ["FreeEnergy", "Result", "compare"]
 
 # What an estimate says about log Z (F = −log Z, in nats).
 KINDS = ("exact", "unbiased-Z estimate", "estimate", "lower bound", "upper bound", "none")
+
+
+class LazyArrays(Mapping):
+    """A name → array mapping computed on first access (e.g. pointwise log likelihoods,
+    which cost a pass over every draw and chains × draws × observations of memory, and
+    which only arviz's loo/waic need)."""
+
+    def __init__(self, fn, keys):
+        self._fn, self._keys, self._data = fn, tuple(keys), None
+
+    def _load(self):
+        if self._data is None:
+            self._data, self._fn = self._fn(), None
+        return self._data
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class Result:
         ``acceptance_rate``, ``step_size``, ``n_steps`` (gradient evaluations), ...
     log_likelihood, observed_data
         Pointwise log likelihood ``(chain, draw, *obs_shape)`` and data per observed site.
+        Engines fill ``log_likelihood`` lazily: it is computed on first access.
     compile_seconds, run_seconds
         Time spent compiling (0 when every function came from the cache) and running.
     """
@@ -82,7 +107,7 @@ class Result:
     log_weights: np.ndarray | None = None
     trace: dict[str, np.ndarray] = field(default_factory=dict)
     stats: dict[str, np.ndarray] = field(default_factory=dict)
-    log_likelihood: dict[str, np.ndarray] = field(default_factory=dict)
+    log_likelihood: Mapping[str, np.ndarray] = field(default_factory=dict)
     observed_data: dict[str, np.ndarray] = field(default_factory=dict)
     compile_seconds: float = 0.0
     run_seconds: float = 0.0

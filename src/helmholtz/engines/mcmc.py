@@ -10,6 +10,7 @@ chunked driver as sampling, so it gets a progress bar, a checkpoint and the chai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,7 +27,7 @@ from helmholtz.driver import Timer, compiled, run_steps
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import STRATEGIES, initial_positions
-from helmholtz.result import FreeEnergy, Result
+from helmholtz.result import FreeEnergy, LazyArrays, Result
 
 __all__ = ["NUTS", "HMC", "MALA", "MCMCState", "WarmupState"]
 
@@ -168,11 +169,11 @@ class _GradientMCMC(Engine):
             lambda p: self.init(t, p))(z), target, z0, timer=timer)
         state = timer.run(init_all, target, z0)
 
-        schedule = np.asarray(build_schedule(self.num_warmup)).reshape(-1, 2).astype(np.int32)
+        schedule = _stan_schedule(self.num_warmup)
         ckpt = None if checkpoint is None else f"{checkpoint}.warmup"
         state, warm_info = run_steps(
             ("warmup", key), self.warmup_step, target, state,
-            jax.random.split(k_warm, self.num_chains), jnp.asarray(schedule), per_chain=True,
+            jax.random.split(k_warm, self.num_chains), schedule, per_chain=True,
             timer=timer, label=f"{self.name} warmup", progress_bar=progress_bar,
             checkpoint=ckpt, chain_group_size=self.chain_group_size)
         state = jax.vmap(self.finalize)(state)
@@ -189,6 +190,12 @@ class _GradientMCMC(Engine):
         positions = info.pop("position")
         return _assemble(self, target, positions, info, timer, grad_evals,
                          FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
+
+
+@functools.lru_cache(maxsize=32)
+def _stan_schedule(num_warmup: int):
+    """Stan's warmup windows as an int array (blackjax builds it in a Python loop)."""
+    return jnp.asarray(np.asarray(build_schedule(num_warmup)).reshape(-1, 2), jnp.int32)
 
 
 def _assemble(engine, target, positions, stats, timer, grad_evals, free_energy) -> Result:
@@ -210,20 +217,28 @@ def _assemble(engine, target, positions, stats, timer, grad_evals, free_energy) 
     )
 
 
-def postprocess(target, positions, timer: Timer):
-    """Map ``(chain, draw, dim)`` positions to constrained samples and pointwise log lik."""
+def _over_draws(fn, name, target, positions, timer=None):
+    """Apply ``fn(target, z)`` to every ``(chain, draw)`` position; numpy arrays out."""
     c, d = positions.shape[:2]
 
-    def fn(t, z):
-        flat = z.reshape((c * d, -1))
-        out = jax.lax.map(lambda zz: (t.constrain(zz), t.pointwise_log_likelihood(zz)), flat,
+    def mapped(t, z):
+        out = jax.lax.map(lambda zz: fn(t, zz), z.reshape((c * d, -1)),
                           batch_size=min(c * d, 256))
         return jax.tree_util.tree_map(lambda a: a.reshape((c, d) + a.shape[1:]), out)
 
-    exe = compiled(("postprocess", target.compile_key), fn, target, positions, timer=timer)
-    samples, loglik = timer.run(exe, target, positions)
-    to_np = lambda tree: {k: np.asarray(v) for k, v in tree.items()}
-    return to_np(samples), to_np(loglik)
+    exe = compiled((name, target.compile_key), mapped, target, positions, timer=timer)
+    out = exe(target, positions) if timer is None else timer.run(exe, target, positions)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def postprocess(target, positions, timer: Timer):
+    """Constrained samples now; pointwise log likelihoods lazily, when first read."""
+    samples = _over_draws(lambda t, z: t.constrain(z), "constrain", target, positions, timer)
+    loglik = LazyArrays(
+        lambda: _over_draws(lambda t, z: t.pointwise_log_likelihood(z), "pointwise_loglik",
+                            target, positions),
+        target.observed_names)
+    return samples, loglik
 
 
 @register
