@@ -264,8 +264,7 @@ def gaussian_target(d: int, seed: int = 0) -> Callable:
     Σ = Q diag(λ) Qᵀ with Q a Haar-random rotation and variances λ log-uniform in
     [0.1, 10] (condition number up to 100), drawn with ``numpy.random.default_rng(seed)``.
     The base is N(0, (1.5 √λ_max)² I). The model carries ``.mean``, ``.cov``,
-    ``.exact_posterior`` and
-    ``.exact_log_z = ½ log det(2πΣ)``.
+    ``.exact_posterior`` and ``.exact_log_z = ½ log det(2πΣ)``.
     """
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.standard_normal((d, d)))

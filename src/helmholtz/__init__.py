@@ -4,7 +4,7 @@ Every engine minimises (or estimates) F[Q] = E_Q[energy] − entropy(Q) = KL(Q�
 and reports its estimate of F = −log Z with a standard error and a kind.
 """
 
-from helmholtz import engines
+from helmholtz import engines, free_energy
 from helmholtz.boltzmann import boltzmann
 from helmholtz.engines import HMC, MALA, NUTS, SVI, Engine, engine_names, get_engine
 from helmholtz.errors import (
@@ -21,7 +21,7 @@ from helmholtz.target import Target
 __all__ = [
     "Target", "Result", "FreeEnergy", "infer", "compare", "boltzmann", "engines", "Engine",
     "engine_names", "get_engine", "NUTS", "HMC", "MALA", "SVI", "HelmholtzError",
-    "ModelError", "EngineError", "OptionError", "InitializationError",
+    "ModelError", "EngineError", "OptionError", "InitializationError", "free_energy",
 ]
 __version__ = "0.1.0"
 

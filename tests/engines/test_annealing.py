@@ -162,3 +162,23 @@ def test_engines_are_registered():
     assert isinstance(helmholtz.get_engine("ais"), AIS)
     assert isinstance(helmholtz.get_engine("smc"), SMC)
     assert {"ais", "smc"} <= set(helmholtz.engine_names())
+
+
+# Honest standard errors: over 20 seeds the z-scores (log Ẑ − log Z)/se should look like
+# N(0, 1). Small settings, one compile per engine, then each seed is only a run. SMC's se
+# comes from its replicates: (log Ẑ − log Z)/se is then about Student-t with R − 1
+# degrees of freedom, whose spread over 20 seeds is erratic for the default R = 4 (t₃ has
+# no fourth moment), so this test uses R = 16.
+HONESTY = {
+    "ais": dict(num_particles=500, num_steps=200),
+    "smc": dict(num_particles=200, num_replicates=16),
+}
+
+
+@pytest.mark.parametrize("engine", sorted(HONESTY))
+def test_standard_errors_are_honest_over_20_seeds(linear_gaussian, engine):
+    z = np.array([_z_score(helmholtz.infer(linear_gaussian, engine, seed=s, **HONESTY[engine]),
+                           linear_gaussian) for s in range(20)])
+    assert abs(z[0]) < 3, z
+    assert 0.5 < np.std(z, ddof=1) < 2.0, z
+    assert abs(np.mean(z)) < 3 * 2.0 / np.sqrt(20), z

@@ -13,7 +13,9 @@ the particles with an MCMC kernel that leaves π_β invariant (blackjax HMC or M
 
 Both return the final particles as draws of one chain with their log weights, and a
 :class:`~helmholtz.result.FreeEnergy` of kind ``"unbiased-Z estimate"`` (E[Ẑ] = Z, so
-log Ẑ is biased low by about half its variance).
+log Ẑ is biased low by about half its variance). Reverse AIS (an upper bound on log Z)
+and Bennett's acceptance ratio, which also run the path backwards from exact posterior
+draws, are in :mod:`helmholtz.engines.bidirectional`.
 """
 
 from __future__ import annotations
