@@ -32,8 +32,9 @@ from blackjax.smc import resampling
 from jax.scipy.special import logsumexp
 
 from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
-from helmholtz.engines.mcmc import HMC, MALA, _assemble
+from helmholtz.engines.mcmc import HMC, MALA
 from helmholtz.errors import OptionError
 from helmholtz.result import FreeEnergy, Result
 

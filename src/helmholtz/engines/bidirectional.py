@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.annealing import AIS, AISState, log_mean_exp_se
 from helmholtz.engines.base import register, with_options
-from helmholtz.engines.mcmc import _assemble
 from helmholtz.errors import ModelError
 from helmholtz.free_energy import bar
 from helmholtz.result import FreeEnergy, Result

@@ -24,10 +24,12 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 
 from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines._assemble import assemble as _assemble
+from helmholtz.engines._assemble import postprocess  # noqa: F401  (re-exported)
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import STRATEGIES, initial_positions
-from helmholtz.result import FreeEnergy, LazyArrays, Result
+from helmholtz.result import FreeEnergy, Result
 
 __all__ = ["NUTS", "HMC", "MALA", "MCMCState", "WarmupState"]
 
@@ -196,49 +198,6 @@ class _GradientMCMC(Engine):
 def _stan_schedule(num_warmup: int):
     """Stan's warmup windows as an int array (blackjax builds it in a Python loop)."""
     return jnp.asarray(np.asarray(build_schedule(num_warmup)).reshape(-1, 2), jnp.int32)
-
-
-def _assemble(engine, target, positions, stats, timer, grad_evals, free_energy) -> Result:
-    """Constrain draws, evaluate pointwise log likelihoods and fill a Result."""
-    samples, loglik = postprocess(target, positions, timer)
-    return Result(
-        engine=engine.name,
-        model=target.name,
-        samples=samples,
-        free_energy=free_energy,
-        stats={k: np.asarray(v) for k, v in stats.items()},
-        log_likelihood=loglik,
-        observed_data=target.observed_data() if target.observed_names else {},
-        compile_seconds=timer.compile_seconds,
-        run_seconds=timer.run_seconds,
-        exact_log_z=target.log_z,
-        config={**{f: getattr(engine, f) for f in engine.option_names()},
-                "_num_grad_evals": grad_evals},
-    )
-
-
-def _over_draws(fn, name, target, positions, timer=None):
-    """Apply ``fn(target, z)`` to every ``(chain, draw)`` position; numpy arrays out."""
-    c, d = positions.shape[:2]
-
-    def mapped(t, z):
-        out = jax.lax.map(lambda zz: fn(t, zz), z.reshape((c * d, -1)),
-                          batch_size=min(c * d, 256))
-        return jax.tree_util.tree_map(lambda a: a.reshape((c, d) + a.shape[1:]), out)
-
-    exe = compiled((name, target.compile_key), mapped, target, positions, timer=timer)
-    out = exe(target, positions) if timer is None else timer.run(exe, target, positions)
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def postprocess(target, positions, timer: Timer):
-    """Constrained samples now; pointwise log likelihoods lazily, when first read."""
-    samples = _over_draws(lambda t, z: t.constrain(z), "constrain", target, positions, timer)
-    loglik = LazyArrays(
-        lambda: _over_draws(lambda t, z: t.pointwise_log_likelihood(z), "pointwise_loglik",
-                            target, positions),
-        target.observed_names)
-    return samples, loglik
 
 
 @register

@@ -23,8 +23,8 @@ from numpyro.infer import Trace_ELBO, autoguide, init_to_value
 from numpyro.optim import optax_to_numpyro
 
 from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _positive_int, register
-from helmholtz.engines.mcmc import _assemble
 from helmholtz.errors import OptionError
 from helmholtz.initialize import STRATEGIES, initial_positions
 from helmholtz.result import FreeEnergy

@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from helmholtz.driver import Timer, compiled, run_steps
+from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
-from helmholtz.engines.mcmc import NUTS, _assemble, _stan_schedule
+from helmholtz.engines.mcmc import NUTS, _stan_schedule
 from helmholtz.errors import OptionError
 from helmholtz.initialize import STRATEGIES, initial_positions
 from helmholtz.result import FreeEnergy, Result
