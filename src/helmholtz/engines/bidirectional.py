@@ -242,11 +242,21 @@ class BAR(AIS):
     Samples are the forward particles with log weights −W_F (as ``ais``);
     ``result.stats["work"]`` is W_F and ``["reverse_work"]`` W_R (one per reverse run).
 
+    The kernel is fixed by default (``adapt_step_size=False``, ``precondition=False``):
+    Crooks' theorem, on which BAR rests, needs the reverse protocol to be the time reversal
+    of the forward one, and tuning each direction from its own particle cloud breaks that
+    (measured on gaussian_20d with adaptive kernels: BAR 22.69 ± 0.23 at 30 steps and
+    24.40 ± 0.05 at 100 steps against the exact 24.62).
+
     Raises :class:`~helmholtz.errors.ModelError` when the model has no exact posterior.
     """
 
     name = "bar"
     description = "Bennett acceptance ratio on forward and reverse AIS work"
+    kernel: str = "mala"
+    step_size: float = 0.1
+    adapt_step_size: bool = False
+    precondition: bool = False
 
     def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None) -> Result:
         timer = Timer()
