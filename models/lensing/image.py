@@ -10,10 +10,17 @@ Poisson noise of a count rate d over exposure time t_exp).
 Grid, rebinning and the FFT convolution are written by hand (a few lines) so that the
 whole forward model is one jit-able, vmap-able, differentiable JAX function with the
 kernel's FFT precomputed as a constant at trace time.
+
+When the PSF kernel is separable (a Gaussian always is) and small, the convolution is
+done directly as two 1-d passes of shifted slices (2·k multiply-adds per pixel, fused by
+XLA into one loop), which on CPU is several times faster than the padded FFT pair; both
+give the same numbers to round-off.
 """
+
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +43,10 @@ __all__ = [
     "noise_sigma",
     "simulate",
 ]
+
+# Separable kernels up to this many pixels per side are convolved directly (2k taps per
+# pixel); larger ones by FFT.
+_DIRECT_MAX_KERNEL = 31
 
 Array = jax.Array
 Kwargs = Sequence[Mapping[str, ArrayLike]]
@@ -199,6 +210,36 @@ class ImageConfig:
         return pixel_grid(self.num_pix, self.pixel_scale, s)
 
 
+@functools.lru_cache(maxsize=64)
+def _separable_kernel(config: ImageConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """(k_y, k_x) with psf = outer(k_y, k_x), or ``None`` when the PSF is not separable."""
+    kernel = config.psf
+    if kernel is None:
+        return None
+    u, sv, vt = np.linalg.svd(kernel)
+    if sv.size > 1 and sv[1] > 1e-12 * sv[0]:
+        return None
+    k_y, k_x = u[:, 0] * np.sqrt(sv[0]), vt[0] * np.sqrt(sv[0])
+    return (-k_y, -k_x) if k_y.sum() < 0 else (k_y, k_x)
+
+
+def _convolve_axis(image: Array, kernel_1d: np.ndarray, axis: int, edge: str) -> Array:
+    """Same-size 1-d convolution along ``axis``: out[i] = Σ_t k[t] in[i + r − t].
+
+    Outside the frame the input is the edge pixel (``"nearest"``) or 0 (``"zero"``), as in
+    :func:`convolve_fft`. A sum of shifted slices, which XLA fuses into one loop.
+    """
+    r = len(kernel_1d) // 2
+    n = image.shape[axis]
+    pad = [(0, 0)] * image.ndim
+    pad[axis] = (r, r)
+    padded = jnp.pad(image, pad, mode="edge" if edge == "nearest" else "constant")
+    out = 0.0
+    for t, k in enumerate(kernel_1d):
+        out = out + float(k) * jax.lax.slice_in_dim(padded, 2 * r - t, 2 * r - t + n, axis=axis)
+    return out
+
+
 def _float_dtype(*trees) -> jnp.dtype:
     leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
     return jnp.result_type(*leaves, float)
@@ -241,7 +282,12 @@ def render(
         brightness = brightness + surface_brightness(x, y, kwargs_lens_light, lens_light_model_list)
     image = downsample(brightness, config.supersampling) * config.pixel_area
     kernel = config.psf
-    if kernel is not None:
+    separable = _separable_kernel(config)
+    edge = "zero" if config.psf_kernel is not None else "nearest"
+    if separable is not None and max(kernel.shape) <= _DIRECT_MAX_KERNEL:
+        image = _convolve_axis(_convolve_axis(image, separable[0], -2, edge),
+                               separable[1], -1, edge)
+    elif kernel is not None:
         # lenstronomy: Gaussian PSF by ndimage (edge replicated), pixel PSF by fftconvolve
         edge = "zero" if config.psf_kernel is not None else "nearest"
         image = convolve_fft(image, kernel, edge)

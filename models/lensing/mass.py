@@ -68,6 +68,45 @@ _SIE_SERIES_TERMS = 10  # 0.02**10 ≈ 1e-17: float64 accurate
 
 
 # --------------------------------------------------------------------------- helpers
+# Cephes' atan (Moshier): range reduction to |x| ≤ 0.66 and a [4/5] rational in x².
+# ~1 ulp in float32 and float64 alike, and on CPU ~3× faster than XLA's atan, which the
+# SIE evaluates at every (sub-)pixel.
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1,
+           -7.500855792314704667340e1, -1.228866684490136173410e2,
+           -6.485021904942025371773e1)
+_ATAN_Q = (1.0, 2.485846490142306297962e1, 1.650270098316988542046e2,
+           4.328810604912902668951e2, 4.853903996359136964868e2,
+           1.945506571482613964425e2)
+_TAN_3PI_8 = 2.41421356237309504880
+_PIO2_LO = 6.123233995736765886130e-17
+
+
+@jax.custom_jvp
+def _atan(x: Array) -> Array:
+    """arctan(x) by a rational approximation (Cephes), derivative 1/(1 + x²) exactly."""
+    a = jnp.abs(x)
+    big = a > _TAN_3PI_8
+    mid = (a > 0.66) & ~big
+    safe = jnp.where(big, a, 1.0)
+    r = jnp.where(big, -1.0 / safe, jnp.where(mid, (a - 1.0) / (a + 1.0), a))
+    z = r * r
+    p = _ATAN_P[0]
+    for c in _ATAN_P[1:]:
+        p = p * z + c
+    q = _ATAN_Q[0]
+    for c in _ATAN_Q[1:]:
+        q = q * z + c
+    offset = jnp.where(big, jnp.pi / 2 + _PIO2_LO,
+                       jnp.where(mid, jnp.pi / 4 + 0.5 * _PIO2_LO, 0.0))
+    return jnp.sign(x) * (offset + (r + r * z * p / q))
+
+
+@_atan.defjvp
+def _atan_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _atan(x), t / (1.0 + x * x)
+
+
 
 
 def _clip_ellipticity(e1: ArrayLike, e2: ArrayLike) -> tuple[Array, Array]:
@@ -183,8 +222,9 @@ def _sie_major_axis_frame(dx, dy, theta_E, e1, e2):
     origin = psi2 == 0
     psi = jnp.sqrt(jnp.where(origin, 1.0, psi2))
     b_over_sq = theta_E * jnp.sqrt(q) / sq
-    ax_r = jnp.where(origin, 0.0, b_over_sq * jnp.arctan(sq * xr / psi))
-    ay_r = jnp.where(origin, 0.0, b_over_sq * jnp.arctanh(sq * yr / psi))
+    ax_r = jnp.where(origin, 0.0, b_over_sq * _atan(sq * xr / psi))
+    t = sq * yr / psi  # atanh(t) by two log1p: ~2× faster than XLA's atanh on CPU
+    ay_r = jnp.where(origin, 0.0, b_over_sq * 0.5 * (jnp.log1p(t) - jnp.log1p(-t)))
     return cos_phi * ax_r - sin_phi * ay_r, sin_phi * ax_r + cos_phi * ay_r
 
 
@@ -245,6 +285,17 @@ def sie_deflection(
     # keep the closed form's angle away from the singular ε = 0 (double-where trick)
     e1_c = jnp.where(small, _SERIES_SWITCH, e1)
     e2_c = jnp.where(small, 0.0, e2)
+    if jnp.ndim(small) == 0:
+        # one lens: evaluate only the branch taken (the series costs as much as the
+        # closed form); under vmap lax.cond turns into the select below anyway
+        dtype = jnp.result_type(dx, theta_E, e1)
+        dx, dy = jnp.broadcast_arrays(jnp.asarray(dx, dtype), jnp.asarray(dy, dtype))
+        return jax.lax.cond(
+            small,
+            lambda: tuple(a.astype(dtype) for a in _sie_series(dx, dy, theta_E, e1, e2)),
+            lambda: tuple(a.astype(dtype) for a in _sie_major_axis_frame(
+                dx, dy, theta_E, e1_c, e2_c)),
+        )
     ax_s, ay_s = _sie_series(dx, dy, theta_E, e1, e2)
     ax_c, ay_c = _sie_major_axis_frame(dx, dy, theta_E, e1_c, e2_c)
     return jnp.where(small, ax_s, ax_c), jnp.where(small, ay_s, ay_c)
