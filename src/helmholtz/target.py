@@ -311,12 +311,16 @@ class Target:
             model = handlers.condition(model, data=self.observed)
         return model
 
-    def _log_probs(self, z) -> dict:
+    def _at(self, z):
+        """The bound model with its latent sites set from the unconstrained vector ``z``."""
+        return handlers.substitute(self._bound_model(),
+                                   substitute_fn=_unconstrain_substitute(self.unravel(z)))
+
+    def _log_probs(self, z, sum_log_prob: bool = True) -> dict:
         args, kwargs = self.model_args
-        model = handlers.substitute(self._bound_model(),
-                                    substitute_fn=_unconstrain_substitute(self.unravel(z)))
         with handlers.block():  # keep an outer handler stack (an ELBO's trace) out
-            log_probs, _ = compute_log_probs(model, args, kwargs, {}, sum_log_prob=True)
+            log_probs, _ = compute_log_probs(self._at(z), args, kwargs, {},
+                                             sum_log_prob=sum_log_prob)
         return log_probs
 
     def _split(self, z):
@@ -348,11 +352,7 @@ class Target:
 
     def pointwise_log_likelihood(self, z) -> dict:
         """Per-observation log likelihood of each observed site (for arviz's loo/waic)."""
-        args, kwargs = self.model_args
-        model = handlers.substitute(self._bound_model(),
-                                    substitute_fn=_unconstrain_substitute(self.unravel(z)))
-        with handlers.block():
-            log_probs, _ = compute_log_probs(model, args, kwargs, {}, sum_log_prob=False)
+        log_probs = self._log_probs(z, sum_log_prob=False)
         return {k: log_probs[k] for k in self.observed_names}
 
     def observed_data(self) -> dict:
@@ -383,8 +383,7 @@ class Target:
 
     def constrain(self, z) -> dict:
         """Map a flat unconstrained vector to named constrained (and deterministic) sites."""
-        tr = self._trace(handlers.substitute(
-            self._bound_model(), substitute_fn=_unconstrain_substitute(self.unravel(z))))
+        tr = self._trace(self._at(z))
         names = [s.name for s in self.sites] + list(self._spec.deterministic_names)
         return {k: tr[k]["value"] for k in names}
 

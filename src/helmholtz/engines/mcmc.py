@@ -116,8 +116,7 @@ class _GradientMCMC(Engine):
 
     def warmup_step(self, target, rng_key, state: WarmupState, stage):
         """One kernel step at the current tuning, then one step of Stan's adaptation."""
-        (_, da_update, da_final), (_, mm_update, mm_final) = self._adaptation()
-        da_init = self._adaptation()[0][0]
+        (da_init, da_update, da_final), (_, mm_update, mm_final) = self._adaptation()
         kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
                                       state.step_size, state.inverse_mass_matrix)
         window, window_end = stage[0], stage[1]
