@@ -313,6 +313,14 @@ def funnel_energy(z, scale: float = 3.0):
     return -(log_pv + log_px - 0.5 * n * math.log(2 * math.pi))
 
 
+funnel_boltzmann = boltzmann(funnel_energy, _normal_base(0.0, 3.0, 10), 1.0, log_z=0.0)
+"""The same funnel as a Boltzmann target exp(−U) over a N(0, 3² I) base (log Z = 0): the
+form of the sampling literature. :func:`funnel` is a prior-only model, so annealing
+engines, which start from the prior, meet it trivially; here they must travel from the
+base into the neck."""
+funnel_boltzmann.__name__ = "funnel_boltzmann"
+
+
 # ---------------------------------------------------------------------------------------
 # GMM-40
 # ---------------------------------------------------------------------------------------
@@ -623,6 +631,9 @@ _register(
     _gaussian_posterior(gaussian_20d),
 )
 _register("funnel", "Neal's funnel, 10-d, σ = 3 (normalised, log Z = 0).", funnel)
+_register("funnel_boltzmann",
+          "Neal's funnel, 10-d, σ = 3, as exp(−U) over a N(0, 3² I) base (log Z = 0).",
+          funnel_boltzmann)
 _register("gmm40", "GMM-40: 40 unit Gaussians with means in [−40, 40]² (log Z = 0).", gmm40)
 _register(
     "student_t_mixture",

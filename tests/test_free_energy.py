@@ -3,9 +3,10 @@
 import jax
 import numpy as np
 import pytest
+import scipy.stats
 
 from helmholtz.errors import ModelError, OptionError
-from helmholtz.free_energy import BARResult, bar, bar_between
+from helmholtz.free_energy import BARResult, bar, bar_between, bar_overlap
 from helmholtz.models.boltzmann import gaussian_target
 from helmholtz.target import Target
 
@@ -54,6 +55,26 @@ def test_bar_on_gaussian_work_is_accurate_and_its_se_honest():
     assert abs(np.mean(z)) < 0.3, np.mean(z)
 
 
+def test_overlap_of_the_two_ends():
+    # identical ends (reversible switching): MBAR's overlap matrix is [[n_F, n_R]]/n in
+    # both rows, whose second eigenvalue is 0
+    assert bar_overlap(np.full(50, 2.5), np.full(80, -2.5), 2.5) == pytest.approx(1.0)
+    # Gaussian works: the sample overlap against its population value by quadrature,
+    # n_R ∫ g (n_F p_F + n_R p_R) with g = e^{ΔF−w}/D(w)², w = W_F or −W_R
+    rng = np.random.default_rng(3)
+    delta_f, n_f, n_r = 1.0, 4000, 2000
+    for sigma in (1.0, 2.0, 4.0):
+        w_f, w_r = _gaussian_works(rng, delta_f, sigma, n_f, n_r)
+        grid = np.linspace(delta_f - 12 * sigma - sigma**2, delta_f + 12 * sigma + sigma**2,
+                           20001)
+        mix = (n_f * scipy.stats.norm.pdf(grid, delta_f + sigma**2 / 2, sigma)
+               + n_r * scipy.stats.norm.pdf(grid, delta_f - sigma**2 / 2, sigma))
+        g = np.exp(delta_f - grid) / (n_f + n_r * np.exp(delta_f - grid)) ** 2
+        exact = n_r * np.trapezoid(g * mix, grid) * (1 + n_f / n_r)
+        assert bar_overlap(w_f, w_r, delta_f) == pytest.approx(exact, rel=0.1), sigma
+    assert exact < 0.1  # σ = 4: the histograms barely meet
+
+
 def test_bar_handles_works_far_from_zero():
     rng = np.random.default_rng(2)
     w_f, w_r = _gaussian_works(rng, 5000.0, 1.0, 400, 400)
@@ -82,6 +103,9 @@ def test_bar_between_two_gaussians_recovers_the_ratio_of_normalisers():
     jarzynski_f = -(np.logaddexp.reduce(-result.forward_work) - np.log(200))
     jarzynski_r = np.logaddexp.reduce(-result.reverse_work) - np.log(200)
     assert jarzynski_r - 0.2 < exact < jarzynski_f + 0.2
+    assert result.overlap == pytest.approx(
+        bar_overlap(result.forward_work, result.reverse_work, result.delta_f))
+    assert result.overlap > 0.5  # 50 steps between two close Gaussians
 
 
 def test_bar_between_needs_matching_layouts_and_exact_draws():

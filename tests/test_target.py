@@ -160,3 +160,40 @@ def test_improper_prior_has_no_reference():
     t = Target.from_model(improper)
     with pytest.raises(helmholtz.ModelError, match="no proper reference"):
         t.sample_reference(jax.random.key(0))
+
+
+def test_simulated_data_come_with_an_exact_posterior_draw():
+    # z* drawn from the prior and y* ~ p(y | z*) make z* an exact draw of p(z | y*): whitened
+    # by the exact posterior of the simulated y*, the z* over many data sets are N(0, I)
+    X, y = classic.linear_gaussian_data(0)
+    target = Target.from_model(classic.linear_gaussian, X, y=y)
+    white = []
+    for i in range(150):
+        sim, z_true = target.simulate(jax.random.key(i))
+        assert sim.exact_sample is z_true and sim.log_z is None
+        mean, cov = classic.linear_gaussian_posterior(X, np.asarray(sim.observed["y"]))["w"]
+        white.append(np.linalg.solve(np.linalg.cholesky(cov), np.asarray(z_true) - mean))
+    white = np.asarray(white)
+    n = len(white)
+    assert np.all(np.abs(white.mean(0)) < 4 / np.sqrt(n)), white.mean(0)
+    assert np.all(np.abs(white.var(0) - 1) < 4 * np.sqrt(2 / n)), white.var(0)
+    # the simulated Target scores the simulated data, not the original ones
+    sim, z_true = target.simulate(jax.random.key(0))
+    resid = np.asarray(sim.observed["y"]) - X @ np.asarray(z_true)
+    expected = float(np.sum(-0.5 * (resid / 0.5) ** 2 - np.log(0.5) - 0.5 * np.log(2 * np.pi)))
+    assert float(sim.log_likelihood(z_true)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_simulate_needs_observed_sample_sites():
+    with pytest.raises(helmholtz.errors.ModelError, match="no observed sites"):
+        helmholtz.models.get("funnel").target().simulate(jax.random.key(0))
+    with pytest.raises(helmholtz.errors.ModelError, match="no observed sites"):
+        helmholtz.models.get("double_well").target().simulate(jax.random.key(0))  # a factor
+
+    def with_factor():
+        w = numpyro.sample("w", dist.Normal())
+        numpyro.sample("y", dist.Normal(w, 1.0), obs=1.0)
+        numpyro.factor("penalty", -w**2)
+
+    with pytest.raises(helmholtz.errors.ModelError, match="factor terms"):
+        Target.from_model(with_factor).simulate(jax.random.key(0))

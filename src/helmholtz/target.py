@@ -133,6 +133,8 @@ class Target:
         self.params = dict(params)
         self.observed = dict(observed)
         self.log_z = log_z
+        # an exact draw of z from this Target (set by ``simulate``); host-side only
+        self.exact_sample = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -206,7 +208,9 @@ class Target:
         spec = _Spec(model, treedef, static, tuple(sites), tuple(sorted(param_values)),
                      tuple(obs_names), tuple(det_names), name)
 
-        log_z = getattr(model, "exact_log_z", None)
+        # a model's exact_log_z is a function of its arguments; conditioning replaces data
+        # (or turns latent sites into data), so it no longer applies
+        log_z = None if observed else getattr(model, "exact_log_z", None)
         if callable(log_z):
             log_z = log_z(*args, **kwargs)
         log_z = None if log_z is None else float(log_z)
@@ -235,6 +239,40 @@ class Target:
             )
         return Target(self._spec, self._data_leaves, {**self.params, **params}, self.observed,
                       self.log_z)
+
+    def simulate(self, rng_key) -> tuple[Target, jax.Array]:
+        """Data simulated from the prior predictive, and the latent values that made them.
+
+        Draws z* from the prior (``sample_reference``), then every observed site from the
+        model at z*, and returns ``(target, z*)``: this model conditioned on the simulated
+        observations, and z* (flat, unconstrained). z* is an exact draw from that Target's
+        posterior (joint p(z) p(y | z) read the other way round), which is what reverse AIS
+        and BAR need (Grosse, Ghahramani & Adams 2015); the returned Target keeps it as
+        ``target.exact_sample``. Its ``log_z`` is None: the model's ``exact_log_z`` refers
+        to the model's own arguments.
+
+        Raises
+        ------
+        ModelError
+            When the model has no observed sites, or its likelihood has ``numpyro.factor``
+            terms (a factor is a number, not a distribution to simulate from).
+        """
+        if not self.observed_names:
+            raise ModelError(f"model '{self.name}' has no observed sites: nothing to simulate.")
+        k_z, k_y = jax.random.split(rng_key)
+        z = self.sample_reference(k_z)
+        latent = {s.name for s in self.sites}
+        tr = self._trace(_Unobserve(self._at(z), set(self.observed_names)), k_y)
+        factors = [k for k, v in tr.items() if v["type"] == "sample" and v["is_observed"]
+                   and k not in latent and not k.startswith(_JACOBIAN_PREFIX)]
+        if factors:
+            raise ModelError(
+                f"model '{self.name}': the likelihood has factor terms {factors}, which "
+                "cannot be simulated; write them as sample sites with observed values.")
+        data = {k: tr[k]["value"] for k in self.observed_names}
+        simulated = self.condition(data)
+        simulated.exact_sample = z
+        return simulated, z
 
     # ------------------------------------------------------------------ pytree protocol
     # log_z stays out of the static part on purpose: new data change it, and a compiled
@@ -392,6 +430,19 @@ class Target:
         tr = self._trace(handlers.substitute(self._bound_model(), data=values))
         return self.ravel({s.name: biject_to(tr[s.name]["fn"].support).inv(values[s.name])
                            for s in self.sites})
+
+
+class _Unobserve(numpyro.primitives.Messenger):
+    """Sample the named observed sites instead of scoring their data (for ``simulate``)."""
+
+    def __init__(self, fn, names):
+        self.names = names
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["value"] = None
+            msg["is_observed"] = False
 
 
 jax.tree_util.register_pytree_node(Target, Target.tree_flatten, Target.tree_unflatten)

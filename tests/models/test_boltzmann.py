@@ -62,6 +62,13 @@ def test_funnel_density_and_energy(x64):
     z = np.concatenate([[v], x])
     assert float(bz.funnel_energy(z)) == pytest.approx(-expected, abs=1e-10)
     assert models.get("funnel").log_z() == 0.0
+    # the Boltzmann form: the same normalised density, split into a N(0, 3²) base and
+    # a likelihood exp(−U)/base
+    target = models.get("funnel_boltzmann").target()
+    assert target.log_z == 0.0
+    assert float(target.log_density(z)) == pytest.approx(expected, abs=1e-9)
+    base = stats.norm.logpdf(z, 0, 3).sum()
+    assert float(target.log_prior(z)) == pytest.approx(base, abs=1e-9)
 
 
 def test_gmm40_is_normalised(x64):

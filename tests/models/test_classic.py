@@ -160,6 +160,7 @@ EXPECTED = {
     "gaussian_2d",
     "gaussian_20d",
     "funnel",
+    "funnel_boltzmann",
     "gmm40",
     "student_t_mixture",
     "many_well",
