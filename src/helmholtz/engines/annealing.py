@@ -2,8 +2,9 @@
 
 Both walk the geometric path π_β(z) ∝ prior(z) · likelihood(z)^β from the Target's proper
 reference (β = 0, drawn with ``target.sample_reference``) to the Target (β = 1), moving
-the particles with an MCMC kernel that leaves π_β invariant (blackjax HMC or MALA on
-``log_prior + β · log_likelihood``, preconditioned by the particle cloud's variance).
+the particles with an MCMC kernel that leaves π_β invariant (blackjax HMC, MALA or NUTS
+on ``log_prior + β · log_likelihood``, preconditioned by the particle cloud's variance).
+Gradient evaluations are counted from the kernels' own info (NUTS trajectories vary).
 
 * ``ais``: annealed importance sampling (Neal 2001) on a fixed schedule of temperatures;
   the particles never interact, and log Ẑ is Jarzynski's estimate from their work.
@@ -34,7 +35,7 @@ from jax.scipy.special import logsumexp
 from helmholtz.driver import Timer, compiled, run_steps
 from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
-from helmholtz.engines.mcmc import HMC, MALA
+from helmholtz.engines.mcmc import HMC, MALA, NUTS
 from helmholtz.errors import OptionError
 from helmholtz.result import FreeEnergy, Result
 
@@ -42,8 +43,9 @@ __all__ = ["AIS", "SMC", "AISState", "SCHEDULES", "KERNELS", "temperature_schedu
            "log_mean_exp_se"]
 
 SCHEDULES = ("linear", "geometric", "sigmoid")
-# optimal acceptance rates: HMC (Beskos et al. 2013), MALA (Roberts & Rosenthal 1998)
-KERNELS = {"hmc": 0.65, "mala": 0.574}
+# optimal acceptance rates: HMC (Beskos et al. 2013), MALA (Roberts & Rosenthal 1998);
+# NUTS: Stan's default target for its acceptance statistic (Hoffman & Gelman 2014)
+KERNELS = {"hmc": 0.65, "mala": 0.574, "nuts": 0.8}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,6 +118,9 @@ def _transition(kernel: str, num_integration_steps: int, jitter: float = 0.0):
     if kernel == "hmc":
         base = HMC(num_integration_steps=num_integration_steps)._kernel()
         init_fn = blackjax.hmc.init
+    elif kernel == "nuts":
+        base = NUTS()._kernel()
+        init_fn = blackjax.nuts.init
     else:
         base = MALA()._kernel()
         init_fn = blackjax.mala.init
@@ -133,6 +138,13 @@ def _transition(kernel: str, num_integration_steps: int, jitter: float = 0.0):
 def _acceptance(info):
     acc = info.acceptance_rate
     return jnp.where(jnp.isnan(acc), 0.0, acc)
+
+
+def _gradients(info):
+    """Gradient evaluations of one transition: its leapfrog steps (HMC, NUTS: counted by
+    blackjax, variable for NUTS), or 1 for MALA."""
+    return getattr(info, "num_integration_steps", jnp.ones_like(info.acceptance_rate,
+                                                                  jnp.int32))
 
 
 def _cloud_variance(positions, weights=None):
@@ -178,11 +190,6 @@ class _Annealing(Engine):
                 raise OptionError(f"{self.name}: {flag} must be True or False, "
                                   f"got {getattr(self, flag)!r}")
 
-    def _grad_evals_per_move(self) -> int:
-        """Gradient evaluations per particle per temperature (the kernel's init included)."""
-        per_step = self.num_integration_steps if self.kernel == "hmc" else 1
-        return 1 + self.num_mcmc_steps * per_step
-
     def _next_step_size(self, step_size, acceptance):
         """Robbins–Monro-like update of log ε towards the kernel's optimal acceptance
         (the rule of blackjax's ``update_scale_from_acceptance_rate``)."""
@@ -219,8 +226,11 @@ class AIS(_Annealing):
     num_particles: N independent AIS runs.
     num_steps: number of temperatures K (ignored when ``schedule`` is a sequence).
     schedule: ``"linear"``, ``"geometric"``, ``"sigmoid"`` or a sequence β_0 = 0 … β_K = 1.
-    kernel: ``"hmc"`` (``num_integration_steps`` leapfrog steps) or ``"mala"``;
-    ``num_mcmc_steps`` transitions per temperature.
+    kernel: ``"hmc"`` (``num_integration_steps`` leapfrog steps), ``"mala"`` or ``"nuts"``
+    (trajectory length chosen per transition; vmapped over particles, a move costs the
+    longest particle's tree); ``num_mcmc_steps`` transitions per temperature.
+    step_size_jitter: J ≥ 0; each transition uses ε·e^{−J u}, u ~ U(0, 1), a mixture of
+    π_β-invariant kernels that reaches scales the one adapted ε misses (a funnel's neck).
     step_size: initial step size (in the coordinates whitened by the particles' variance
     when ``precondition``); with ``adapt_step_size`` it is multiplied by
     exp(acceptance − optimum) after every temperature. The population-wide tuning makes
@@ -232,7 +242,7 @@ class AIS(_Annealing):
     """
 
     name = "ais"
-    description = "annealed importance sampling (Neal 2001) with HMC/MALA transitions"
+    description = "annealed importance sampling (Neal 2001) with HMC/MALA/NUTS transitions"
     num_steps: int = 100
     schedule: Any = "sigmoid"
 
@@ -311,17 +321,18 @@ class AIS(_Annealing):
         def move(key, z):
             def body(s, k):
                 s, info = kernel_fn(k, s, logdensity_fn, step_size, imm)
-                return s, _acceptance(info)
+                return s, (_acceptance(info), _gradients(info))
 
-            s, acc = jax.lax.scan(body, init_fn(z, logdensity_fn),
-                                  jax.random.split(key, self.num_mcmc_steps))
-            return s.position, jnp.mean(acc)
+            s, (acc, grads) = jax.lax.scan(body, init_fn(z, logdensity_fn),
+                                           jax.random.split(key, self.num_mcmc_steps))
+            return s.position, jnp.mean(acc), 1 + jnp.sum(grads)  # + the init's gradient
 
         keys = jax.random.split(rng_key, self.num_particles)
-        position, acc = jax.vmap(move)(keys, state.position)
+        position, acc, grads = jax.vmap(move)(keys, state.position)
         acc = jnp.mean(acc)
         w = jax.nn.softmax(log_weight)
         info = {"beta": beta, "acceptance_rate": acc, "step_size": step_size,
+                "grad_evals": jnp.sum(grads),
                 "ess": 1.0 / jnp.sum(w**2),
                 "log_z": logsumexp(log_weight) - jnp.log(self.num_particles)}
         new_step = self._next_step_size(step_size, acc).astype(dtype)
@@ -342,8 +353,7 @@ class AIS(_Annealing):
         log_z, se, ess = log_mean_exp_se(log_w)
         lp = timer.run(compiled(("ais-lp", key), lambda t, z: jax.vmap(t.log_density)(z),
                                 target, state.position, timer=timer), target, state.position)
-        num_temps = len(betas) - 1
-        grad_evals = self.num_particles * num_temps * self._grad_evals_per_move()
+        grad_evals = int(np.sum(info["grad_evals"]))
         note = f"Jarzynski estimate over {self.num_particles} particles, ESS {ess:.1f}"
         note += _low_ess_warning(ess)
         result = _assemble(self, target, state.position[None],
@@ -361,6 +371,7 @@ class _SMCLoop(NamedTuple):
     step_size: jax.Array
     log_z: jax.Array
     num_steps: jax.Array
+    grad_evals: jax.Array  # a float: counts overflow int32 in long runs
     trace: dict
 
 
@@ -372,7 +383,7 @@ class SMC(_Annealing):
 
     Each step picks β_{t+1} so that the incremental weights L^{β_{t+1}−β_t} keep the ESS
     at ``target_ess`` · N (bisection), resamples, moves every particle with
-    ``num_mcmc_steps`` HMC/MALA transitions at β_t, and multiplies Ẑ by the mean
+    ``num_mcmc_steps`` HMC/MALA/NUTS transitions at β_t, and multiplies Ẑ by the mean
     incremental weight: log Ẑ = Σ_t ``info.log_likelihood_increment``. The steps run in
     one compiled ``lax.while_loop`` until β = 1 or ``max_steps``. Between steps the
     kernel is preconditioned by the weighted particle variance and its step size follows
@@ -394,7 +405,8 @@ class SMC(_Annealing):
     """
 
     name = "smc"
-    description = "adaptive tempered SMC (blackjax) with HMC/MALA moves, systematic resampling"
+    description = ("adaptive tempered SMC (blackjax) with HMC/MALA/NUTS moves, systematic "
+                   "resampling")
     num_mcmc_steps: int = 5
     target_ess: float = 0.5
     num_replicates: int = 8
@@ -419,7 +431,7 @@ class SMC(_Annealing):
         smc = smc._replace(tempering_param=jnp.zeros((), dtype))
         nan = jnp.full((self.max_steps,), jnp.nan, dtype)
         loop = _SMCLoop(smc, jnp.asarray(self.step_size, dtype), jnp.zeros((), dtype),
-                        jnp.zeros((), jnp.int32),
+                        jnp.zeros((), jnp.int32), jnp.zeros((), dtype),
                         {"beta": nan, "log_z_increment": nan, "acceptance_rate": nan,
                          "step_size": nan})
 
@@ -440,8 +452,11 @@ class SMC(_Annealing):
                          info.log_likelihood_increment),
                      "acceptance_rate": c.trace["acceptance_rate"].at[i].set(acc),
                      "step_size": c.trace["step_size"].at[i].set(c.step_size)}
+            # every particle's move starts with one gradient (the kernel's init)
+            grads = self.num_particles + jnp.sum(_gradients(info.update_info))
             return _SMCLoop(smc, self._next_step_size(c.step_size, acc).astype(dtype),
-                            c.log_z + info.log_likelihood_increment, i + 1, trace)
+                            c.log_z + info.log_likelihood_increment, i + 1,
+                            c.grad_evals + grads.astype(dtype), trace)
 
         return jax.lax.while_loop(cond, body, loop)
 
@@ -469,7 +484,7 @@ class SMC(_Annealing):
                      f"(β = {betas.min():.3g}), the estimate is for a tempered target")
         log_w = np.log(np.asarray(out.smc.weights, np.float64)).reshape(1, -1)
         positions = out.smc.particles.reshape((1, -1, target.dim))
-        grad_evals = int(steps.sum()) * self.num_particles * self._grad_evals_per_move()
+        grad_evals = int(np.sum(np.asarray(out.grad_evals, np.float64)))
         result = _assemble(self, target, positions, {"lp": np.asarray(lp).reshape(1, -1)},
                            timer, grad_evals, FreeEnergy(-log_z, se, "unbiased-Z estimate",
                                                          note))

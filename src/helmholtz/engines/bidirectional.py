@@ -155,18 +155,19 @@ def _forward_and_reverse(ais: AIS, key, step_of, target, z_forward, z_reverse, b
     """Forward AIS from ``z_forward`` recording its kernels, then reverse AIS from
     ``z_reverse`` replaying them in reverse order (time-reversed protocols, as Crooks'
     theorem needs). ``step_of`` maps a one-Target step to the step over ``target``.
-    Returns the forward state, the forward info (kernels dropped), and the reverse state.
+    Returns the forward state, the forward info (kernels dropped), the reverse state and
+    the reverse info.
     """
     ckpt = lambda tag: None if checkpoint is None else f"{checkpoint}.{tag}"
     fwd, info = _anneal(ais, ("record",) + key, step_of(_recording(ais)), target, z_forward,
                         betas, k_fwd, timer, label=f"{label} forward",
                         progress_bar=progress_bar, checkpoint=ckpt("forward"))
     kernels = info.pop("kernel")
-    rev, _ = _anneal(ais, ("replay",) + key, step_of(ais.replay_step), target, z_reverse,
-                     _replay_schedule(betas, kernels), k_rev, timer,
-                     label=f"{label} reverse", progress_bar=progress_bar,
-                     checkpoint=ckpt("reverse"))
-    return fwd, info, rev
+    rev, rev_info = _anneal(ais, ("replay",) + key, step_of(ais.replay_step), target,
+                            z_reverse, _replay_schedule(betas, kernels), k_rev, timer,
+                            label=f"{label} reverse", progress_bar=progress_bar,
+                            checkpoint=ckpt("reverse"))
+    return fwd, info, rev, rev_info
 
 
 def _plain_ais(engine: AIS) -> AIS:
@@ -222,7 +223,7 @@ def bridge_works(target_a, target_b, rng_key, *, num_particles: int = 1000,
     z_a = _draw_exact(target_a, k_a, num_particles, timer)
     z_b = _draw_exact(target_b, k_b, num_particles, timer)
     key = ("bridge", ais, target_a.compile_key, target_b.compile_key)
-    fwd, _, rev = _forward_and_reverse(ais, key, _on_bridge, (target_a, target_b), z_a, z_b,
+    fwd, _, rev, _ = _forward_and_reverse(ais, key, _on_bridge, (target_a, target_b), z_a, z_b,
                                        ais.betas(), k_f, k_r, timer, label="bar")
     return (-np.asarray(fwd.log_weight, np.float64), -np.asarray(rev.log_weight, np.float64))
 
@@ -272,8 +273,7 @@ class ReverseAIS(AIS):
         log_w = np.asarray(state.log_weight, np.float64)
         log_inv_z, se, ess = log_mean_exp_se(log_w)
         lp = _log_density(target, z_exact, timer)
-        num_temps = len(self.betas()) - 1
-        grad_evals = self.num_particles * num_temps * self._grad_evals_per_move()
+        grad_evals = int(np.sum(info["grad_evals"]))
         start = ("one exact draw (simulated data), shared by all runs"
                  if getattr(target, "exact_sample", None) is not None
                  else f"{self.num_particles} exact posterior draws")
@@ -330,7 +330,7 @@ class BAR(AIS):
         key = ("ais", (ais, target.compile_key))
         betas = self.betas()
         z0 = _forward_start(ais, target, k_init, timer)
-        fwd, info, rev = _forward_and_reverse(
+        fwd, info, rev, rev_info = _forward_and_reverse(
             ais, key, lambda step: step, target, z0, z_exact, betas, k_fwd, k_rev, timer,
             label="bar", progress_bar=progress_bar, checkpoint=checkpoint)
         log_w_f = np.asarray(fwd.log_weight, np.float64)
@@ -342,8 +342,7 @@ class BAR(AIS):
         lower, lower_se, ess = log_mean_exp_se(log_w_f)
         log_inv_z, upper_se, ess_r = log_mean_exp_se(log_w_r)
         lp = _log_density(target, fwd.position, timer)
-        num_temps = len(betas) - 1
-        grad_evals = 2 * self.num_particles * num_temps * self._grad_evals_per_move()
+        grad_evals = int(np.sum(info["grad_evals"]) + np.sum(rev_info["grad_evals"]))
         note = (f"BAR on {self.num_particles} forward and {self.num_particles} reverse AIS "
                 f"works; sandwich {lower:.4f} ≤ log Z ≤ {-log_inv_z:.4f} in expectation"
                 + overlap_warning(overlap))
