@@ -97,6 +97,18 @@ def test_run_writes_netcdf_and_plot_and_prints_the_saved_means(runs):
     assert err == ""  # --quiet: no progress bars, no status line
 
 
+def test_init_values_from_the_command_line(tmp_path):
+    # a string option typed Any reaches the engine, which parses it: with no warmup and a
+    # vanishing step the one draw is the starting point
+    code, _, err = call("--quiet", "run", MODEL, "--engine", "mala", "--set", "num_warmup=0",
+                        "--set", "num_samples=1", "--set", "num_chains=1", "--set",
+                        "step_size=1e-12", "--set", "init_values=w=[0.5,-0.5,2.0]",
+                        "--out", tmp_path)
+    assert code == 0, err
+    draw = helmholtz.Result.load(tmp_path / "mala.nc").samples["w"][0, 0]
+    np.testing.assert_allclose(draw, [0.5, -0.5, 2.0], atol=1e-5)
+
+
 def test_run_svi_reports_the_error_against_the_exact_free_energy(runs):
     root, results = runs
     code, out, err = results["svi"]

@@ -11,15 +11,16 @@
 #
 # 1. Simulate a lensed galaxy (SIE + external shear lens, elliptical Sérsic source, PSF,
 #    noise) with helmholtz's JAX forward model.
-# 2. Fit the parametric model with NUTS: corner plot of the lens parameters with the
-#    truth marked, arviz summary.
+# 2. Fit the parametric model under its default priors — a rough guess read off the
+#    image, SVI from there, NUTS from the SVI fit: corner plot of the lens parameters
+#    with the truth marked, arviz summary.
 # 3. With the lens fixed at its posterior mean, reconstruct the source on a pixel grid
 #    (a) under a Gaussian-process prior — exact posterior mean and standard deviation,
 #    the model being linear-Gaussian in the source — and (b) with a recurrent inference
 #    machine (RIM) trained here on mocks, applied through `helmholtz.infer(..., "rim")`.
 # 4. Residual maps side by side.
 #
-# Run as a script (`python tutorials/02_lensing.py`, ~4 min on 2 CPU cores); images go
+# Run as a script (`python tutorials/02_lensing.py`, ~4–6 min on 2 CPU cores); images go
 # to `tutorials/images/lensing_*.png`.
 
 # %%
@@ -35,12 +36,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import numpyro.distributions as dist
 
 import helmholtz
 from helmholtz.models.lensing import (
     GaussianProcessSource,
     ImageConfig,
+    first_guess,
     lens_kwargs,
     parametric_lens_model,
     pixelated_source_model,
@@ -80,34 +81,39 @@ data, sigma, noiseless = simulate(jax.random.key(0), CONFIG, lens_kwargs(TRUTH),
 print(f"peak S/N per pixel: {float((noiseless / sigma).max()):.1f}")
 
 # %% [markdown]
-# ## 2. The parametric model by NUTS
+# ## 2. The parametric model: a rough guess, SVI, then NUTS
 #
-# The priors are the model's defaults except for Uniform boxes on the sites whose
-# default priors are unbounded: the engines start chains at Uniform(−2, 2) in
-# unconstrained space, and a high-S/N lens likelihood has local modes at that scale.
-# The boxes are ~100 posterior standard deviations wide.
+# We fit under the model's default priors (`default_priors()`: a LogNormal Einstein
+# radius, Normal centres and shear, truncated-Normal ellipticities, broad source priors).
+# A high-S/N lens likelihood has local modes on the scale of those priors, so we start
+# the way lens modelling does rather than from numpyro's default Uniform(−2, 2) in
+# unconstrained space:
+#
+# 1. a rough guess read off the image: the Einstein radius as the flux-weighted mean
+#    radius of the pixels brighter than 5σ_bkg, the lens centre as their centroid, and
+#    every other site at its prior median (`init_strategy="median"`: no shear, a round
+#    lens, the source at the centre) — `init_values` takes such a partial guess in
+#    constrained units;
+# 2. SVI with a full-rank normal guide from that guess;
+# 3. NUTS from the SVI fit, each chain jittered by ±0.02 in unconstrained space
+#    (`init_jitter`) so that R-hat can tell whether the chains forget their start.
+#
+# The SVI fit is only a starting point: on this mock it stopped short of the mode when
+# we ran it (θ_E ≈ 0.94″ and e1 ≈ 0.01 against 1.0″ and 0.1), and NUTS's warmup took the
+# chains from there to the posterior below, where they agree (R-hat ≈ 1).
+
 
 # %%
-PRIORS = {
-    "lens_theta_E": dist.Uniform(0.95, 1.05),
-    "lens_e1": dist.Uniform(-0.2, 0.2),
-    "lens_e2": dist.Uniform(-0.2, 0.2),
-    "lens_center_x": dist.Uniform(-0.05, 0.05),
-    "lens_center_y": dist.Uniform(-0.05, 0.05),
-    "shear_gamma1": dist.Uniform(-0.05, 0.05),
-    "shear_gamma2": dist.Uniform(-0.05, 0.05),
-    "source_amp": dist.Uniform(1.0, 20.0),
-    "source_R_sersic": dist.Uniform(0.1, 0.6),
-    "source_n_sersic": dist.Uniform(0.5, 4.0),
-    "source_e1": dist.Uniform(-0.2, 0.2),
-    "source_e2": dist.Uniform(-0.2, 0.2),
-    "source_center_x": dist.Uniform(-0.1, 0.1),
-    "source_center_y": dist.Uniform(-0.1, 0.1),
-}
-target = helmholtz.Target.from_model(parametric_lens_model, CONFIG, data, sigma=sigma,
-                                     priors=PRIORS)
+guess = first_guess(data, CONFIG)
+print("rough guess:", {k: round(float(v), 3) for k, v in guess.items()})
+target = helmholtz.Target.from_model(parametric_lens_model, CONFIG, data, sigma=sigma)
+svi = helmholtz.infer(target, "svi", seed=1, guide="mvn", num_steps=5000, learning_rate=0.02,
+                      num_samples=500, num_elbo_samples=500, init_values=guess,
+                      init_strategy="median")
+start = {s.name: float(np.median(svi.samples[s.name])) for s in target.sites}
+print("SVI fit:", {k: round(start[k], 4) for k in LENS_SITES})
 nuts = helmholtz.infer(target, "nuts", seed=1, num_warmup=400, num_samples=500,
-                       num_chains=2)
+                       num_chains=2, init_values=start, init_jitter=0.02)
 print(nuts, f"compile {nuts.compile_seconds:.0f} s, run {nuts.run_seconds:.0f} s")
 summary = nuts.summary(var_names=LENS_SITES, round_to="none")
 summary["truth"] = [TRUTH[k] for k in LENS_SITES]

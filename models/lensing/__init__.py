@@ -12,13 +12,22 @@ mass
 light
     Elliptical Sérsic and bilinearly interpolated pixelated sources.
 image
-    Pixel grid, supersampling, PSF convolution by FFT, noise model, ``render``/``simulate``.
+    Pixel grid, supersampling, PSF convolution (direct separable or FFT), noise model,
+    ``render``/``simulate``.
 gp
     Whitened Gaussian-process (Matérn) prior for pixelated sources.
 models
     numpyro models: parametric (SIE + shear, Sérsic) and pixelated-source.
 inversion
     MAP source by linear inversion under the GP prior (lens known).
+guess
+    A first guess of θ_E and the lens centre from the image, to start fits from.
+training_sources
+    Random Sérsic-plus-clumps sources on a grid (training data for the RIM).
+rim
+    Recurrent inference machine for pixelated-source reconstruction (equinox). Its names
+    are exported here but imported on first use, so that importing this package does not
+    import equinox.
 
 Examples
 --------
@@ -34,6 +43,7 @@ Examples
 """
 
 from helmholtz.models.lensing.gp import GaussianProcessSource, matern_covariance
+from helmholtz.models.lensing.guess import first_guess
 from helmholtz.models.lensing.image import (
     ImageConfig,
     convolve_fft,
@@ -85,6 +95,24 @@ from helmholtz.models.lensing.models import (
     prior_predictive,
     source_kwargs,
 )
+from helmholtz.models.lensing.training_sources import random_source, random_sources
+
+# helmholtz.models.lensing.rim needs equinox and optax: imported on first access.
+_RIM_NAMES = ("RIMConfig", "RIM", "Mocks", "draw_lens", "simulate_mocks", "train",
+              "tune_gp_prior", "source_mse")
+
+
+def __getattr__(name: str):
+    if name in _RIM_NAMES:
+        from helmholtz.models.lensing import rim
+
+        return getattr(rim, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_RIM_NAMES))
+
 
 __all__ = [
     # mass
@@ -136,4 +164,18 @@ __all__ = [
     "SourceInversion",
     "whitened_source_operator",
     "invert_source",
+    # guess
+    "first_guess",
+    # training_sources
+    "random_source",
+    "random_sources",
+    # rim (imported on first access)
+    "RIMConfig",
+    "RIM",
+    "Mocks",
+    "draw_lens",
+    "simulate_mocks",
+    "train",
+    "tune_gp_prior",
+    "source_mse",
 ]

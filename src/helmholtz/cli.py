@@ -200,7 +200,9 @@ def parse_options(engine_name: str, pairs: list[tuple[str, str]], *, only_known:
 
     Strings go to :func:`helmholtz.get_engine`, which converts int, float and bool; here
     we add ``none`` for optional fields and refuse fields that take Python objects (an
-    optax optimizer). With ``only_known`` options the engine lacks are dropped.
+    optax optimizer). Fields typed ``Any`` get the string itself and parse it (``ais``'s
+    ``schedule=linear``, ``init_values=tau=1.5,w=[0,1]``). With ``only_known`` options
+    the engine lacks are dropped.
     """
     from helmholtz.engines import ENGINES
     from helmholtz.errors import EngineError, OptionError
@@ -221,11 +223,13 @@ def parse_options(engine_name: str, pairs: list[tuple[str, str]], *, only_known:
             continue
         kind = fields[key].replace(" ", "")
         base = kind.removesuffix("|None")
-        if base not in ("int", "float", "bool", "str"):
+        if base not in ("int", "float", "bool", "str", "Any"):
             raise OptionError(f"engine '{cls.name}': option {key} ({fields[key]}) {_NOT_FROM_CLI}; "
                               "use the Python API (helmholtz.infer) for it.")
         if base != kind and value.lower() == "none":
             options[key] = None
+        elif base == "Any":
+            options[key] = value
         elif base != kind:
             from helmholtz.engines.base import _coerce
 

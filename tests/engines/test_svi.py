@@ -1,6 +1,9 @@
 """SVI: exact recovery where the family contains the posterior; guides; the ELBO estimate."""
 
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 
 import helmholtz
@@ -53,3 +56,21 @@ def test_other_guides_bound_log_z_from_above(guide, linear_gaussian):
                         learning_rate=0.02, num_samples=200, num_elbo_samples=2000)
     # −ELBO = −log Z + KL(q‖p) ≥ −log Z; with a reasonable fit the gap is under 2 nats
     assert -log_z - 4 * r.free_energy.se < r.free_energy.value < -log_z + 2.0
+
+
+def test_guide_starts_at_init_values():
+    """One step at learning rate 1e-9: the guide is still its initial self, a normal of
+    scale 0.1 around the unconstrained init values (log s for the positive site)."""
+    def model(y=None):
+        s = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        numpyro.sample("y", dist.Normal(mu, s), obs=y)
+
+    target = helmholtz.Target.from_model(model, y=jnp.array([0.3, -0.2]))
+    r = helmholtz.infer(target, "svi", seed=0, num_steps=1, learning_rate=1e-9,
+                        num_samples=4000, num_elbo_samples=10,
+                        init_values={"s": 2.5, "mu": -7.0})
+    log_s, mu = np.log(r.samples["s"].ravel()), r.samples["mu"].ravel()
+    se = 0.1 / np.sqrt(log_s.size)
+    assert abs(log_s.mean() - np.log(2.5)) < 4 * se and abs(mu.mean() + 7.0) < 4 * se
+    assert 0.09 < log_s.std() < 0.11  # AutoNormal's init_scale

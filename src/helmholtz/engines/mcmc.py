@@ -28,7 +28,12 @@ from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines._assemble import postprocess  # noqa: F401  (re-exported)
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
-from helmholtz.initialize import STRATEGIES, initial_positions
+from helmholtz.initialize import (
+    engine_initial_positions,
+    prepare_init_options,
+    validate_init_options,
+    without_init_options,
+)
 from helmholtz.result import FreeEnergy, Result
 
 __all__ = ["NUTS", "HMC", "MALA", "MCMCState", "WarmupState"]
@@ -60,6 +65,11 @@ class _GradientMCMC(Engine):
     draws then agree across device counts only up to floating-point rounding, which
     MCMC amplifies. ``chain_group_size=1`` runs each chain as its own program: the same
     seed then gives bit-identical draws on any number of devices.
+
+    Chains start where ``init_strategy`` (``"uniform"``, ``"prior"``, ``"median"``) puts
+    them, except for the sites in ``init_values`` (``{site: constrained value}``), which
+    start at those values, perturbed by Uniform(−``init_jitter``, ``init_jitter``) in
+    unconstrained space; see :mod:`helmholtz.initialize`.
     """
 
     num_warmup: int = 1000
@@ -70,6 +80,12 @@ class _GradientMCMC(Engine):
     step_size: float = 1.0
     init_strategy: str = "uniform"
     chain_group_size: int | None = None
+    init_values: Any = None
+    init_jitter: float = 0.0
+
+    def __post_init__(self):
+        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
+        super().__post_init__()
 
     def validate(self):
         _positive_int(self, "num_samples", "num_chains")
@@ -83,11 +99,7 @@ class _GradientMCMC(Engine):
         _in_range(self, "target_acceptance_rate", 0.0, 1.0)
         if not (isinstance(self.step_size, int | float) and self.step_size > 0):
             raise OptionError(f"{self.name}: step_size must be positive, got {self.step_size!r}")
-        if self.init_strategy not in STRATEGIES:
-            raise OptionError(
-                f"{self.name}: init_strategy must be one of {STRATEGIES}, "
-                f"got {self.init_strategy!r}"
-            )
+        validate_init_options(self)
 
     # ---- what differs between kernels
     def _kernel_init(self, position, logdensity_fn):
@@ -164,8 +176,8 @@ class _GradientMCMC(Engine):
     def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None) -> Result:
         timer = Timer()
         k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
-        z0 = initial_positions(target, k_init, self.num_chains, self.init_strategy, timer)
-        key = (self, target.compile_key)
+        z0 = engine_initial_positions(self, target, k_init, self.num_chains, timer)
+        key = (without_init_options(self), target.compile_key)
         init_all = compiled(("mcmc-init", key), lambda t, z: jax.vmap(
             lambda p: self.init(t, p))(z), target, z0, timer=timer)
         state = timer.run(init_all, target, z0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,12 @@ from helmholtz.driver import Timer, compiled, run_steps
 from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _positive_int, register
 from helmholtz.errors import OptionError
-from helmholtz.initialize import STRATEGIES, initial_positions
+from helmholtz.initialize import (
+    engine_initial_positions,
+    prepare_init_options,
+    validate_init_options,
+    without_init_options,
+)
 from helmholtz.result import FreeEnergy
 
 __all__ = ["SVI", "GUIDES", "flat_model"]
@@ -85,6 +91,9 @@ class SVI(Engine):
     num_steps: optimisation steps; num_particles: ELBO particles per step.
     num_samples: posterior draws returned; num_elbo_samples: fresh draws for the final
     ELBO estimate and its standard error (not the last noisy loss).
+    init_strategy, init_values, init_jitter: where the guide's location starts
+    (:mod:`helmholtz.initialize`); the sites in ``init_values`` ({site: constrained
+    value}) start exactly there unless jittered.
     """
 
     name = "svi"
@@ -101,6 +110,12 @@ class SVI(Engine):
     hidden_dim: int = 32
     num_flows: int = 2
     init_strategy: str = "uniform"
+    init_values: Any = None
+    init_jitter: float = 0.0
+
+    def __post_init__(self):
+        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
+        super().__post_init__()
 
     def validate(self):
         if self.guide not in GUIDES:
@@ -119,8 +134,7 @@ class SVI(Engine):
                 f" got {type(self.optimizer).__name__}")
         if self.decay not in ("cosine", "constant"):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
-        if self.init_strategy not in STRATEGIES:
-            raise OptionError(f"svi: init_strategy must be one of {STRATEGIES}")
+        validate_init_options(self)
 
     def _optimizer(self):
         if self.optimizer is not None:
@@ -139,8 +153,8 @@ class SVI(Engine):
     def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None):
         timer = Timer()
         k_init, k_svi, k_elbo, k_draw = jax.random.split(rng_key, 4)
-        z0 = initial_positions(target, k_init, 1, self.init_strategy, timer)[0]
-        key = (self, target.compile_key)
+        z0 = engine_initial_positions(self, target, k_init, 1, timer)[0]
+        key = (without_init_options(self), target.compile_key)
 
         # numpyro's SVI object learns its parameter constraints during ``init`` (state
         # kept on the object), so one object serves init, the steps and the final ELBO.

@@ -34,7 +34,12 @@ from helmholtz.engines._assemble import assemble as _assemble
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
 from helmholtz.engines.mcmc import NUTS, _stan_schedule
 from helmholtz.errors import OptionError
-from helmholtz.initialize import STRATEGIES, initial_positions
+from helmholtz.initialize import (
+    engine_initial_positions,
+    prepare_init_options,
+    validate_init_options,
+    without_init_options,
+)
 from helmholtz.result import FreeEnergy, Result
 
 __all__ = ["TI", "TIState", "power_ladder", "stepping_stone", "thermodynamic_integral"]
@@ -174,7 +179,9 @@ class TI(Engine):
     -------
     num_rungs: R ≥ 2 rungs including β = 0 and β = 1 (default 16).
     ladder_power: spacing exponent of the ladder (default 5, Friel & Pettitt 2008).
-    num_chains: chains per rung. Other options are NUTS's.
+    num_chains: chains per rung. Other options are NUTS's, including ``init_strategy``
+    (default ``"prior"``), ``init_values`` and ``init_jitter``
+    (:mod:`helmholtz.initialize`): every rung's chains start there.
     """
 
     name = "ti"
@@ -189,6 +196,12 @@ class TI(Engine):
     step_size: float = 1.0
     max_num_doublings: int = 10
     init_strategy: str = "prior"
+    init_values: Any = None
+    init_jitter: float = 0.0
+
+    def __post_init__(self):
+        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
+        super().__post_init__()
 
     def validate(self):
         _positive_int(self, "num_rungs", "num_samples", "num_chains", "max_num_doublings")
@@ -202,9 +215,7 @@ class TI(Engine):
         if isinstance(self.step_size, bool) or not (
                 isinstance(self.step_size, int | float) and self.step_size > 0):
             raise OptionError(f"ti: step_size must be positive, got {self.step_size!r}")
-        if self.init_strategy not in STRATEGIES:
-            raise OptionError(f"ti: init_strategy must be one of {STRATEGIES}, "
-                              f"got {self.init_strategy!r}")
+        validate_init_options(self)
 
     def betas(self) -> np.ndarray:
         return power_ladder(self.num_rungs, self.ladder_power)
@@ -240,10 +251,10 @@ class TI(Engine):
         num_rungs, num_chains = self.num_rungs, self.num_chains
         total = num_rungs * num_chains
         k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
-        z0 = initial_positions(target, k_init, total, self.init_strategy, timer)
+        z0 = engine_initial_positions(self, target, k_init, total, timer)
         betas = self.betas()
         chain_betas = jnp.asarray(np.repeat(betas, num_chains), z0.dtype)  # rung-major
-        key = (self, target.compile_key)
+        key = (without_init_options(self), target.compile_key)
         init_all = compiled(("ti-init", key), lambda t, z, b: jax.vmap(
             lambda p, bb: self.init(t, p, bb))(z, b), target, z0, chain_betas, timer=timer)
         state = timer.run(init_all, target, z0, chain_betas)
