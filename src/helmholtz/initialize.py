@@ -138,14 +138,13 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
-def prepare_init_options(engine) -> None:
-    """Normalise ``init_values`` in place (from ``__post_init__`` of a frozen engine)."""
+def validate_init_options(engine) -> None:
+    """Normalise ``init_values`` in place (a dict becomes a hashable tuple of pairs) and
+    raise :class:`OptionError` for a bad ``init_strategy``, ``init_values`` or
+    ``init_jitter``. Engines call it from ``validate``, which their ``__post_init__`` runs
+    before the frozen engine is ever hashed."""
     object.__setattr__(engine, "init_values",
                        normalize_init_values(engine.name, engine.init_values))
-
-
-def validate_init_options(engine) -> None:
-    """Raise :class:`OptionError` for a bad ``init_strategy`` or ``init_jitter``."""
     if engine.init_strategy not in STRATEGIES:
         raise OptionError(f"{engine.name}: init_strategy must be one of {STRATEGIES}, "
                           f"got {engine.init_strategy!r}")

@@ -261,10 +261,10 @@ class Target:
             raise ModelError(f"model '{self.name}' has no observed sites: nothing to simulate.")
         k_z, k_y = jax.random.split(rng_key)
         z = self.sample_reference(k_z)
-        latent = {s.name for s in self.sites}
         tr = self._trace(_Unobserve(self._at(z), set(self.observed_names)), k_y)
+        # what is still observed once the data sites are sampled: factor terms
         factors = [k for k, v in tr.items() if v["type"] == "sample" and v["is_observed"]
-                   and k not in latent and not k.startswith(_JACOBIAN_PREFIX)]
+                   and not k.startswith(_JACOBIAN_PREFIX)]
         if factors:
             raise ModelError(
                 f"model '{self.name}': the likelihood has factor terms {factors}, which "

@@ -94,7 +94,7 @@ def exact_draws(target, rng_key, mean, chol, num: int):
 
 
 def _draw_exact(target, rng_key, num: int, timer: Timer):
-    if getattr(target, "exact_sample", None) is not None:
+    if target.exact_sample is not None:
         return jnp.broadcast_to(target.exact_sample, (num, target.dim))
     mean, chol = (jnp.asarray(a) for a in exact_posterior_moments(target))
     exe = compiled(("exact-draws", target.compile_key, num),
@@ -275,7 +275,7 @@ class ReverseAIS(AIS):
         lp = _log_density(target, z_exact, timer)
         grad_evals = int(np.sum(info["grad_evals"]))
         start = ("one exact draw (simulated data), shared by all runs"
-                 if getattr(target, "exact_sample", None) is not None
+                 if target.exact_sample is not None
                  else f"{self.num_particles} exact posterior draws")
         note = (f"reverse AIS from {start}, ESS {ess:.1f}; "
                 "E[log Ẑ] ≥ log Z (Grosse et al. 2015)") + _low_ess_warning(ess)

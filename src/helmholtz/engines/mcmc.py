@@ -30,7 +30,6 @@ from helmholtz.engines.base import Engine, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
-    prepare_init_options,
     validate_init_options,
     without_init_options,
 )
@@ -82,10 +81,6 @@ class _GradientMCMC(Engine):
     chain_group_size: int | None = None
     init_values: Any = None
     init_jitter: float = 0.0
-
-    def __post_init__(self):
-        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
-        super().__post_init__()
 
     def validate(self):
         _positive_int(self, "num_samples", "num_chains")

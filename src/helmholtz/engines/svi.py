@@ -29,7 +29,6 @@ from helmholtz.engines.base import Engine, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
-    prepare_init_options,
     validate_init_options,
     without_init_options,
 )
@@ -112,10 +111,6 @@ class SVI(Engine):
     init_strategy: str = "uniform"
     init_values: Any = None
     init_jitter: float = 0.0
-
-    def __post_init__(self):
-        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
-        super().__post_init__()
 
     def validate(self):
         if self.guide not in GUIDES:

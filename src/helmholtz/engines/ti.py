@@ -36,7 +36,6 @@ from helmholtz.engines.mcmc import NUTS, _stan_schedule
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
-    prepare_init_options,
     validate_init_options,
     without_init_options,
 )
@@ -198,10 +197,6 @@ class TI(Engine):
     init_strategy: str = "prior"
     init_values: Any = None
     init_jitter: float = 0.0
-
-    def __post_init__(self):
-        prepare_init_options(self)  # a dict becomes a hashable tuple of pairs
-        super().__post_init__()
 
     def validate(self):
         _positive_int(self, "num_rungs", "num_samples", "num_chains", "max_num_doublings")
