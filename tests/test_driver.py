@@ -32,15 +32,16 @@ def test_interrupted_run_resumes_to_the_same_draws(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         helmholtz.infer("linear_gaussian", "nuts", seed=6, checkpoint=str(ckpt), **SETTINGS)
     monkeypatch.setattr(driver.Timer, "run", real_run)
-    assert (tmp_path / "run.ckpt.warmup").exists() and (tmp_path / "run.ckpt.sample").exists()
+    assert ckpt.exists()
+
+    with pytest.raises(helmholtz.errors.CheckpointError, match="written by a different run: seed"):
+        helmholtz.infer("linear_gaussian", "nuts", seed=7, checkpoint=str(ckpt), **SETTINGS)
 
     resumed = helmholtz.infer("linear_gaussian", "nuts", seed=6, checkpoint=str(ckpt),
                               **SETTINGS)
     np.testing.assert_array_equal(full.samples["w"], resumed.samples["w"])
     np.testing.assert_array_equal(full.stats["n_steps"], resumed.stats["n_steps"])
-
-    with pytest.raises(ValueError, match="written by a different run"):
-        helmholtz.infer("linear_gaussian", "nuts", seed=7, checkpoint=str(ckpt), **SETTINGS)
+    assert not ckpt.exists()  # a finished run removes its checkpoint
 
 
 def test_vector_width_override_is_validated(monkeypatch):
@@ -61,3 +62,59 @@ def test_vector_width_override_is_validated(monkeypatch):
     monkeypatch.setenv("HELMHOLTZ_CPU_VECTOR_WIDTH", "1024")
     with pytest.raises(ValueError, match="HELMHOLTZ_CPU_VECTOR_WIDTH must be 128, 256 or 512"):
         helmholtz.infer("linear_gaussian", "nuts", seed=8, **SETTINGS)
+
+
+_MODEL_SOURCE = '''
+import numpyro, numpyro.distributions as dist
+
+def model(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, {scale}))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+'''
+
+
+def _load_model(tmp_path, scale, name):
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(_MODEL_SOURCE.format(scale=scale))
+    spec = importlib.util.spec_from_file_location("user_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model
+
+
+@pytest.mark.parametrize("change, expected", [
+    ("model", "model source differs"),
+    ("data", "data differs"),
+    ("option", "option max_num_doublings differs"),
+    ("seed", "seed differs"),
+])
+def test_a_stale_checkpoint_is_refused_naming_the_difference(tmp_path, change, expected):
+    """A checkpoint kept from one run must not be resumed by a run with another model
+    (same name, scales ×3), other data, another option or another seed."""
+    ckpt = helmholtz.Checkpoint(tmp_path / "run.ckpt", keep=True)
+    settings = dict(num_warmup=20, num_samples=20, num_chains=2, max_num_doublings=4)
+    y = np.array([0.3, -0.2, 1.1])
+    model = _load_model(tmp_path, 1.0, "a")
+    first = helmholtz.infer(model, "nuts", seed=0, model_kwargs={"y": y}, checkpoint=ckpt,
+                            **settings)
+    assert ckpt.path.exists()
+    again = helmholtz.infer(model, "nuts", seed=0, model_kwargs={"y": y}, checkpoint=ckpt,
+                            **settings)  # the same run: its finished state is reused
+    np.testing.assert_array_equal(first.samples["mu"], again.samples["mu"])
+    args = dict(seed=0, model_kwargs={"y": y}, **settings)
+    if change == "model":
+        model = _load_model(tmp_path, 3.0, "b")
+    elif change == "data":
+        args["model_kwargs"] = {"y": y + 1.0}
+    elif change == "option":
+        args["max_num_doublings"] = 2
+    else:
+        args["seed"] = 1
+    with pytest.raises(helmholtz.errors.CheckpointError, match=expected):
+        helmholtz.infer(model, "nuts", checkpoint=ckpt, **args)
+    fresh = helmholtz.infer(model, "nuts", checkpoint=helmholtz.Checkpoint(
+        ckpt.path, overwrite=True), **args)
+    assert not np.array_equal(fresh.samples["mu"], first.samples["mu"])
+    assert not ckpt.path.exists()

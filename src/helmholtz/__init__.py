@@ -6,6 +6,7 @@ and reports its estimate of F = −log Z with a standard error and a kind.
 
 from helmholtz import engines, free_energy
 from helmholtz.boltzmann import boltzmann
+from helmholtz.checkpoint import Checkpoint
 from helmholtz.engines import HMC, MALA, NUTS, SVI, Engine, engine_names, get_engine
 from helmholtz.errors import (
     EngineError,
@@ -19,7 +20,7 @@ from helmholtz.result import FreeEnergy, Result, compare
 from helmholtz.target import Target
 
 __all__ = [
-    "Target", "Result", "FreeEnergy", "infer", "compare", "boltzmann", "engines", "Engine",
+    "Target", "Result", "FreeEnergy", "Checkpoint", "infer", "compare", "boltzmann", "engines", "Engine",
     "engine_names", "get_engine", "NUTS", "HMC", "MALA", "SVI", "HelmholtzError",
     "ModelError", "EngineError", "OptionError", "InitializationError", "free_energy",
 ]

@@ -240,6 +240,9 @@ def parse_options(engine_name: str, pairs: list[tuple[str, str]], *, only_known:
 
 
 def _engines(names: list[str], pairs, *, only_known: bool):
+    """The engine objects; with ``only_known`` (``compare``) an option goes only to the
+    engines that have it under that name, where it means the same thing in each (old
+    names, which meant different things in different engines, are not translated)."""
     import helmholtz
 
     engines = [helmholtz.get_engine(n, **parse_options(n, pairs, only_known=only_known))
@@ -251,11 +254,34 @@ def _engines(names: list[str], pairs, *, only_known: bool):
         unused = [k for k, _ in pairs if not any(k in ENGINES[e.name].option_names()
                                                   for e in engines)]
         if unused:
+            renamed = sorted({f"{k} → {ENGINES[e.name].aliases[k]} ({e.name})"
+                              for k in unused for e in engines if k in ENGINES[e.name].aliases})
+            hint = f" (renamed: {', '.join(renamed)})" if renamed else ""
             raise OptionError(
                 f"no engine among {', '.join(names)} has option "
-                f"{', '.join(map(repr, dict.fromkeys(unused)))}; options of "
+                f"{', '.join(map(repr, dict.fromkeys(unused)))}{hint}; options of "
                 + "; ".join(f"{e.name}: {', '.join(e.option_names())}" for e in engines))
     return engines
+
+
+def _who_took(engines, pairs) -> list[str]:
+    """One line per ``--set`` option: which engines took it and which do not have it."""
+    lines = []
+    for key in dict.fromkeys(k for k, _ in pairs):
+        took = [e.name for e in engines if key in e.option_names()]
+        left = [e.name for e in engines if key not in e.option_names()]
+        lines.append(f"option {key}: set for {', '.join(took)}"
+                     + (f"; not an option of {', '.join(left)}" if left else ""))
+    return lines
+
+
+def _checkpoint(args, suffix: str = "", keep: bool = False):
+    from helmholtz.checkpoint import Checkpoint
+
+    if not getattr(args, "checkpoint", None):
+        return None
+    return Checkpoint(f"{args.checkpoint}{suffix}", overwrite=args.overwrite_checkpoint,
+                      keep=keep)
 
 
 # ---------------------------------------------------------------------------------- output
@@ -337,6 +363,10 @@ def _report(result) -> None:
         print(f"... {more} more scalar{'s' if more > 1 else ''} in the .nc file")
     print()
     print(f"free energy: {result.free_energy}")
+    for name, est in result.estimates.items():
+        print(f"  {name + ':':<10} {est}")
+    if not result.status.ok:
+        print(f"status:      {result.status.code}: {result.status.message}")
     fe = result.free_energy
     if result.exact_log_z is not None:
         exact = -float(result.exact_log_z)
@@ -433,7 +463,7 @@ def _cmd_run(args) -> int:
     model = resolve_model(args.model, args.model_seed)
     _status(args, f"running {engine.name} on {model.target.name} (dim {model.target.dim})")
     result = helmholtz.infer(model.target, engine, seed=args.seed,
-                             progress_bar=not args.quiet)
+                             progress_bar=not args.quiet, checkpoint=_checkpoint(args))
     if result.exact_log_z is None:
         result.exact_log_z = model.exact_log_z
     _report(result)
@@ -462,17 +492,25 @@ def _cmd_compare(args) -> int:
     if dupes:
         raise OptionError(f"--engines names {', '.join(dupes)} more than once")
     engines = _engines(names, args.set, only_known=True)
+    for line in _who_took(engines, args.set):
+        _status(args, line)
     model = resolve_model(args.model, args.model_seed)
     out = _out_dir(args, model)
     results, written = [], []
-    for i, engine in enumerate(engines, 1):
+    # with --checkpoint every engine keeps its finished state until all are done, so an
+    # interrupted compare resumes without running the finished engines again
+    checkpoints = [_checkpoint(args, f".{e.name}", keep=True) for e in engines]
+    for i, (engine, ckpt) in enumerate(zip(engines, checkpoints, strict=True), 1):
         _status(args, f"[{i}/{len(engines)}] {engine.name} on {model.target.name}")
         result = helmholtz.infer(model.target, engine, seed=args.seed,
-                                 progress_bar=not args.quiet)
+                                 progress_bar=not args.quiet, checkpoint=ckpt)
         if result.exact_log_z is None:
             result.exact_log_z = model.exact_log_z
         results.append(result)
         written.append(result.save(out / f"{engine.name}.nc"))
+    for ckpt in checkpoints:
+        if ckpt is not None:
+            Path(ckpt.path).unlink(missing_ok=True)
     print(f"{model.target.name}: {len(results)} engines, seed {args.seed}")
     print()
     with _quiet_arviz():
@@ -533,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", metavar="KEY=VALUE", type=_key_value, action="append",
                        default=[], help="engine option (repeatable), e.g. num_samples=500")
         p.add_argument("--out", metavar="DIR", help="output folder (default out/MODEL)")
+        p.add_argument("--checkpoint", metavar="PATH",
+                       help="keep progress in PATH (compare: PATH.ENGINE per engine); run "
+                            "the same command again to resume an interrupted run")
+        p.add_argument("--overwrite-checkpoint", action="store_true",
+                       help="start afresh when PATH was written by a different run")
 
     p = sub.add_parser("run", parents=[common], help="run one engine on one model")
     inference(p)

@@ -1,33 +1,37 @@
 """The one driver every engine runs through.
 
-It owns what no engine should repeat: the ``lax.scan`` over steps (cut into chunks so
-a progress bar can move and a checkpoint can be written between them), the ``vmap``
-over chains, the sharding of the chain axis across devices, and a cache of compiled
-functions keyed on the engine's configuration and the Target's static structure, so a
-second run (new data of the same shapes included) neither re-traces nor recompiles.
+It owns what no engine should repeat: the phases of a run in order, the ``lax.scan``
+(or, for open-ended phases, ``lax.while_loop``) over steps, cut into chunks so a progress
+bar can move and a checkpoint can be written between them, the ``vmap`` over chains, the
+sharding of the chain or particle axis across devices, and a cache of compiled functions
+keyed on the static part of their arguments (equinox's partition into arrays and the
+rest), so a second run (new data of the same shapes, an engine holding other network
+weights) neither re-traces nor recompiles.
 
 Why not ``jax.jit``'s own cache: we want compile seconds apart from run seconds (ahead-of-
-time ``lower().compile()`` gives both), and a counter that tests can read.
+time ``lower().compile()`` gives both), compiler options on every loop, and a counter
+that tests can read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import hashlib
 import os
-import pickle
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["compiled", "cpu_compiler_options", "run_steps", "chain_mesh", "Timer",
-           "TRACE_COUNT", "clear_cache"]
+from helmholtz.checkpoint import Checkpoint, as_checkpoint
+
+__all__ = ["compiled", "cpu_compiler_options", "run_engine", "run_phase", "chain_mesh",
+           "Timer", "Run", "TRACE_COUNT", "clear_cache"]
 
 _CACHE: dict[Any, Any] = {}
 TRACE_COUNT = {"n": 0}  # incremented once per trace of a driver function (tests read it)
@@ -90,31 +94,101 @@ def cpu_compiler_options() -> dict[str, Any]:
     return {}
 
 
-def compiled(key, fn: Callable, *args, timer: Timer | None = None, in_shardings=None):
-    """Ahead-of-time compile ``fn`` for ``args`` once per ``key`` (plus the args' avals).
+# --------------------------------------------------------------------------- compiling
+class _Unhashable:
+    """A static leaf that cannot be hashed, keyed by identity (never wrongly shared)."""
 
-    Returns the compiled executable; its compile time is added to ``timer``.
-    """
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __hash__(self):
+        return id(self.value)
+
+    def __eq__(self, other):
+        return isinstance(other, _Unhashable) and other.value is self.value
+
+
+def _static_leaf(x):
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return _Unhashable(x)
+
+
+def _partition(args):
+    """Array leaves (the inputs of the compiled function) and the static rest."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    avals = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves)
+    mask = tuple(eqx.is_array(x) for x in leaves)
+    dynamic = [x for x, m in zip(leaves, mask, strict=True) if m]
+    static = tuple(None if m else _static_leaf(x) for x, m in zip(leaves, mask, strict=True))
+    return dynamic, (treedef, mask, static)
+
+
+def _combine(dynamic, static_part):
+    treedef, mask, static = static_part
+    it = iter(dynamic)
+    leaves = [next(it) if m else (s.value if isinstance(s, _Unhashable) else s)
+              for m, s in zip(mask, static, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class Compiled:
+    """An executable compiled for one static part of its arguments; call it with
+    arguments of the same structure (their array leaves are its inputs)."""
+
+    def __init__(self, exe):
+        self._exe = exe
+
+    def __call__(self, *args):
+        return self._exe(*_partition(args)[0])
+
+
+def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compiled:
+    """Ahead-of-time compile ``fn(*args)`` once per static part of ``args``.
+
+    The cache key is ``fn`` (or ``key``, for a closure whose behaviour the key fully
+    describes), the static leaves of ``args`` (engines' and Targets' non-array parts),
+    the shapes, dtypes and shardings of the array leaves, the device count and the
+    compiler options. Array leaves (data, network weights, states) are inputs, so new
+    values never recompile. The compile time is added to ``timer``.
+    """
+    dynamic, static_part = _partition(args)
+    avals = tuple((tuple(np.shape(x)), str(x.dtype), getattr(x, "sharding", None))
+                  for x in dynamic)
     options = cpu_compiler_options()
-    full_key = (key, treedef, avals, jax.device_count(), tuple(sorted(options.items())))
-    exe = _CACHE.get(full_key)
-    if exe is None:
-        def counted(*a):
+    full_key = (fn if key is None else key, static_part, avals, jax.device_count(),
+                tuple(sorted(options.items())))
+    hit = _CACHE.get(full_key)
+    if hit is None:
+        def flat(*dyn):
             TRACE_COUNT["n"] += 1
-            return fn(*a)
+            return fn(*_combine(dyn, static_part))
 
         t0 = time.perf_counter()
-        jitted = jax.jit(counted) if in_shardings is None else jax.jit(
-            counted, in_shardings=in_shardings)
-        exe = jitted.lower(*args).compile(options or None)
+        exe = jax.jit(flat).lower(*dynamic).compile(options or None)
         if timer is not None:
             timer.compile_seconds += time.perf_counter() - t0
-        _CACHE[full_key] = exe
-    return exe
+        hit = _CACHE[full_key] = Compiled(exe)
+    return hit
 
 
+class Run:
+    """What one engine run shares: its timer, progress-bar switch and checkpoint."""
+
+    def __init__(self, progress_bar: bool = False, checkpoint: Checkpoint | None = None):
+        self.timer = Timer()
+        self.progress_bar = progress_bar
+        self.checkpoint = checkpoint
+
+    def call(self, fn, *args, key=None):
+        """``fn(*args)``, compiled once (see :func:`compiled`), timed."""
+        return self.timer.run(compiled(fn, *args, key=key, timer=self.timer), *args)
+
+
+# --------------------------------------------------------------------------- devices
 def chain_mesh(num_chains: int) -> Mesh | None:
     """A 1-d mesh over the visible devices for the chain axis, or None for one device.
 
@@ -127,52 +201,95 @@ def chain_mesh(num_chains: int) -> Mesh | None:
     return Mesh(np.array(devices), ("chain",))
 
 
-def _per_chain_scan(step_fn, target, states, chain_keys, start, xs, group_size=None):
-    """vmap over chains of a scan over steps; step i of chain c uses fold_in(key_c, i).
+def _particle_sharding(state, num: int):
+    """Shard every leaf whose leading axis is the population across the devices (XLA
+    partitions the population step, collectives included); replicate the rest."""
+    devices = jax.devices()
+    if len(devices) < 2 or num % len(devices) != 0:
+        return state
+    mesh = Mesh(np.array(devices), ("particle",))
+    split = NamedSharding(mesh, PartitionSpec("particle"))
+    whole = NamedSharding(mesh, PartitionSpec())
 
-    With ``group_size`` the chains run as a ``lax.map`` over groups of that many vmapped
-    chains. XLA's rounding depends on the batch shape (measured: a vmap of 4, a vmap of 1
-    and a lax.map give gradients that differ by ~1e-7, and NUTS amplifies that into
-    different draws within a hundred steps). ``group_size=1`` makes every chain the same
-    program on any device count, hence bit-identical draws on 1, 2 or 4 devices; larger
-    groups are not enough, because XLA simplifies a one-trip ``lax.map`` differently.
-    """
+    def place(x):
+        if not eqx.is_array(x):
+            return x
+        return jax.device_put(x, split if (x.ndim >= 1 and x.shape[0] == num) else whole)
+
+    return jax.tree_util.tree_map(place, state)
+
+
+def _sharded(fn, mesh):
+    """``fn(engine, phase, target, state, keys, start, xs)`` with state and keys split
+    over the chain axis of ``mesh`` (every device runs the same per-chain program)."""
+    spec = PartitionSpec("chain")
+
+    def wrapped(engine, phase, target, state, keys, start, xs, group):
+        inner = jax.shard_map(
+            lambda s, k: fn(engine, phase, target, s, k, start, xs, group),
+            mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec), check_vma=False,
+        )
+        return inner(state, keys)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------- the loops
+def _scan_one(engine, phase, target, state, key, start, xs):
+    """One chain (or the population): step i uses ``fold_in(key, i)``."""
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    steps = start + jnp.arange(n)
-
-    def one_chain(state, chain_key):
-        def body(s, inp):
-            i, x = inp
-            return step_fn(target, jax.random.fold_in(chain_key, i), s, x)
-
-        return jax.lax.scan(body, state, (steps, xs))
-
-    num_local = jax.tree_util.tree_leaves(states)[0].shape[0]
-    if group_size is None:
-        return jax.vmap(one_chain)(states, chain_keys)
-    groups = num_local // group_size
-    split = lambda a: a.reshape((groups, group_size) + a.shape[1:])
-    merge = lambda a: a.reshape((groups * group_size,) + a.shape[2:])
-    out = jax.lax.map(lambda a: jax.vmap(one_chain)(*a),
-                      jax.tree_util.tree_map(split, (states, chain_keys)))
-    return jax.tree_util.tree_map(merge, out)
-
-
-def _population_scan(step_fn, target, state, key, start, xs):
-    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    steps = start + jnp.arange(n)
 
     def body(s, inp):
         i, x = inp
-        return step_fn(target, jax.random.fold_in(key, i), s, x)
+        s, info = phase.step(engine, jax.random.fold_in(key, i), target, s, x)
+        return s, (info if phase.collect is None else phase.collect(engine, info))
 
-    return jax.lax.scan(body, state, (steps, xs))
+    return jax.lax.scan(body, state, (start + jnp.arange(n), xs))
 
 
-def _chunk_sizes(num_steps: int, num_chunks: int) -> int:
+def _while_one(engine, phase, target, state, key, start, stop):
+    """One chain (or the population) of an open-ended phase, steps ``start`` until
+    ``phase.until`` holds or ``stop``; returns the state and whether it is done."""
+    def cond(c):
+        i, s = c
+        return (i < stop) & jnp.logical_not(phase.until(engine, s))
+
+    def body(c):
+        i, s = c
+        s, _ = phase.step(engine, jax.random.fold_in(key, i), target, s, i)
+        return i + 1, s
+
+    _, state = jax.lax.while_loop(cond, body, (start, state))
+    return state, phase.until(engine, state)
+
+
+def _chunk(engine, phase, target, state, keys, start, xs, group):
+    """A chunk of a phase: ``xs`` rows (a scan) or, for an open-ended phase, up to
+    ``xs`` more steps (a while loop); vmapped over chains when ``phase.per_chain``.
+
+    With ``group`` the chains run as a ``lax.map`` over groups of that many vmapped
+    chains. XLA's rounding depends on the batch shape (measured: a vmap of 4, a vmap of 1
+    and a lax.map give gradients that differ by ~1e-7, and NUTS amplifies that into
+    different draws within a hundred steps). ``group=1`` makes every chain the same
+    program on any device count, hence bit-identical draws on 1, 2 or 4 devices.
+    """
+    if phase.until is None:
+        one = lambda s, k: _scan_one(engine, phase, target, s, k, start, xs)
+    else:
+        one = lambda s, k: _while_one(engine, phase, target, s, k, start, start + xs)
+    if not phase.per_chain:
+        return one(state, keys)
+    if group is None:
+        return jax.vmap(one)(state, keys)
+    num = jax.tree_util.tree_leaves(state)[0].shape[0]
+    split = lambda a: a.reshape((num // group, group) + a.shape[1:])
+    merge = lambda a: a.reshape((num,) + a.shape[2:])
+    out = jax.lax.map(lambda a: jax.vmap(one)(*a), jax.tree_util.tree_map(split, (state, keys)))
+    return jax.tree_util.tree_map(merge, out)
+
+
+def _chunk_size(num_steps: int, num_chunks: int) -> int:
     """Largest chunk ≤ ceil(num_steps/num_chunks) that divides num_steps (one compile)."""
-    if num_steps <= 0:
-        return 0
     target = max(1, -(-num_steps // max(1, num_chunks)))
     for size in range(target, num_steps + 1):
         if num_steps % size == 0:
@@ -180,94 +297,123 @@ def _chunk_sizes(num_steps: int, num_chunks: int) -> int:
     return num_steps
 
 
-def run_steps(
-    key,
-    step_fn: Callable,
-    target,
-    state,
-    rng_key,
-    xs,
-    *,
-    per_chain: bool,
-    timer: Timer,
-    label: str = "",
-    progress_bar: bool = False,
-    num_chunks: int = 20,
-    checkpoint: str | os.PathLike | None = None,
-    collect: Callable = lambda info: info,
-    chain_group_size: int | None = None,
-):
-    """Run ``step_fn(target, rng_key, state, x) -> (state, info)`` once per row of ``xs``.
+def _static_phase(phase):
+    # what the compiled chunk depends on: the functions, not the inputs or the length
+    return dataclasses.replace(phase, inputs=None, num_steps=0, postfix=None)
 
-    With ``per_chain`` the state has a leading chain axis and ``rng_key`` holds one key per
-    chain; the step is vmapped over chains and, on several devices, the chain axis is
-    sharded. ``collect(info)`` picks what to keep of each step's info (inside the
-    compiled function, so nothing else leaves the device).
 
-    Returns ``(state, infos)`` with infos stacked along the step axis (axis 1 per chain).
-    When ``checkpoint`` names a file, the state and infos so far are written after every
-    chunk, and a run started with the same file resumes where the last one stopped.
+def _finish(engine, phase, state):
+    if phase.per_chain:
+        return jax.vmap(lambda s: phase.finish(engine, s))(state)
+    return phase.finish(engine, state)
+
+
+def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
+              resume=None, save=None):
+    """Run one phase; returns ``(state, info)`` with the kept info stacked along the step
+    axis (axis 1 for per-chain phases; ``None`` for open-ended phases and empty ones).
+
+    ``resume`` is ``(steps done, state, info chunks)`` from a checkpoint; ``save(done,
+    state, chunks)`` is called after every chunk.
     """
-    num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    if num_steps == 0:
-        return state, None
-    size = _chunk_sizes(num_steps, num_chunks if (progress_bar or checkpoint) else 1)
+    n = phase.num_steps
+    xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
+    if xs is None:
+        xs = jnp.arange(n, dtype=jnp.int32)
+    xs = jax.tree_util.tree_map(jnp.asarray, xs)
+    open_ended = phase.until is not None
+    group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
+    num_lead = jax.tree_util.tree_leaves(state)[0].shape[0]
+    keys = jax.random.split(rng_key, num_lead) if phase.per_chain else rng_key
 
-    def chunk_fn(target, state, rng_key, start, xs_chunk):
-        if per_chain:
-            state, info = _per_chain_scan(step_fn, target, state, rng_key, start, xs_chunk,
-                                          chain_group_size)
-        else:
-            state, info = _population_scan(step_fn, target, state, rng_key, start, xs_chunk)
-        return state, collect(info)
-
-    mesh = chain_mesh(jax.tree_util.tree_leaves(state)[0].shape[0]) if per_chain else None
+    mesh = chain_mesh(num_lead) if phase.per_chain else None
+    chunk_fn = _chunk if mesh is None else _sharded(_chunk, mesh)
+    place = lambda s: s
     if mesh is not None:
-        chunk_fn = _sharded(chunk_fn, mesh)
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("chain")))
-        rng_key = jax.device_put(rng_key, NamedSharding(mesh, PartitionSpec("chain")))
+        where = NamedSharding(mesh, PartitionSpec("chain"))
+        place = lambda s: jax.device_put(s, where)
+        keys = place(keys)
+    elif not phase.per_chain and engine.population:
+        place = lambda s: _particle_sharding(s, num_lead)
 
-    first_xs = jax.tree_util.tree_map(lambda x: x[:size], xs)
-    exe = compiled(("chunk", key, size, per_chain, mesh is not None, chain_group_size), chunk_fn,
-                   target, state,
-                   rng_key, jnp.int32(0), first_xs, timer=timer)
-
-    done, infos = 0, []
-    tag = (f"{label}:{num_steps}:{size}:{_key_fingerprint(rng_key)}:"
-           f"{jax.tree_util.tree_structure(state)}")
-    if checkpoint is not None and Path(checkpoint).exists():
-        done, state, infos = _load_checkpoint(checkpoint, tag, state)
-        if mesh is not None:
-            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("chain")))
-    bar = _progress(label, num_steps, done, progress_bar)
+    chunked = run.progress_bar or run.checkpoint is not None
+    size = _chunk_size(n, 20 if chunked else 1) if n else 0
+    done, chunks = 0, []
+    if resume is not None:
+        done, state, chunks = resume
+    static = _static_phase(phase)
+    bar = _progress(f"{engine.name} {phase.name}", n, done, run.progress_bar and n > 0)
     try:
-        for start in range(done, num_steps, size):
-            xs_chunk = jax.tree_util.tree_map(lambda x, s=start: x[s:s + size], xs)
-            state, info = timer.run(exe, target, state, rng_key, jnp.int32(start), xs_chunk)
-            infos.append(info)
+        while done < n:
+            state = place(state)
+            if open_ended:
+                args = (engine, static, target, state, keys, jnp.int32(done), jnp.int32(size),
+                        group)
+            else:
+                args = (engine, static, target, state, keys, jnp.int32(done),
+                        jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs), group)
+            key = ("chunk", chunk_fn is _chunk, mesh is not None)
+            exe = compiled(chunk_fn, *args, key=None if mesh is None else key,
+                           timer=run.timer)
+            state, out = run.timer.run(exe, *args)
+            done += size
+            if open_ended and bool(np.all(np.asarray(out))):
+                done = n
+            elif not open_ended:
+                chunks.append(out)
             if bar is not None:
-                bar.update(size)
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, tag, start + size, state, infos)
+                bar.n = done
+                if phase.postfix is not None:
+                    bar.set_postfix(phase.postfix(engine, state, None if open_ended else out),
+                                    refresh=False)
+                bar.refresh()
+            if save is not None:
+                save(done, state, chunks)
     finally:
         if bar is not None:
             bar.close()
-    axis = 1 if per_chain else 0
-    infos = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=axis), *infos)
-    return state, infos
+    if phase.finish is not None:
+        state = run.call(_finish, engine, _static_phase(phase), state)
+    if not chunks:
+        return state, None
+    axis = 1 if phase.per_chain else 0
+    return state, jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=axis), *chunks)
 
 
-def _sharded(fn, mesh):
-    spec = PartitionSpec("chain")
+def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoint=None):
+    """Run an engine's phases in order and return its Result.
 
-    def wrapped(target, state, rng_key, start, xs):
-        inner = jax.shard_map(
-            lambda s, k: fn(target, s, k, start, xs),
-            mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec), check_vma=False,
-        )
-        return inner(state, rng_key)
-
-    return wrapped
+    The key is split into one key for the start and one per phase (per-chain phases
+    split theirs into one key per chain). With ``checkpoint`` the state is written after
+    every chunk; a run started with the same checkpoint resumes where the last one
+    stopped, and a finished run removes it (unless the checkpoint says ``keep``).
+    """
+    ckpt = as_checkpoint(checkpoint)
+    run = Run(progress_bar, ckpt)
+    looped = engine.loop_engine()
+    phases = engine.phases(target)
+    keys = jax.random.split(rng_key, 1 + len(phases))
+    saved = ckpt.open(engine, target, rng_key) if ckpt is not None else None
+    if saved is not None and saved.phase > 0:
+        state, infos = saved.state, saved.infos
+    else:
+        state, infos = engine.start(keys[0], target, run), {}
+    for i, phase in enumerate(phases):
+        if saved is not None and i < saved.phase:
+            continue
+        resume = None
+        if saved is not None and i == saved.phase and saved.done > 0:
+            resume = (saved.done, saved.state, saved.chunks)
+        save = None if ckpt is None else functools.partial(ckpt.save, i, infos)
+        state, infos[phase.name] = run_phase(looped, phase, target, state, keys[1 + i], run,
+                                             infos, resume=resume, save=save)
+        if ckpt is not None:
+            ckpt.save(i + 1, infos, 0, state, [])
+    result = engine.result(jax.random.fold_in(rng_key, len(phases) + 1), target, state,
+                           infos, run)
+    if ckpt is not None:
+        ckpt.finish()
+    return result
 
 
 def _progress(label, total, initial, enabled):
@@ -276,53 +422,3 @@ def _progress(label, total, initial, enabled):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=label, leave=False, dynamic_ncols=True)
-
-
-def _key_fingerprint(rng_key) -> str:
-    data = np.asarray(jax.random.key_data(rng_key))
-    return hashlib.sha1(data.tobytes()).hexdigest()[:12]
-
-
-def _save_checkpoint(path, tag, done, state, infos):
-    payload = {
-        "tag": tag,
-        "done": done,
-        "state": jax.tree_util.tree_map(_to_host, state),
-        "infos": [jax.tree_util.tree_map(_to_host, i) for i in infos],
-    }
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(payload, f)
-    os.replace(tmp, path)
-
-
-def _to_host(x):
-    if jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-        return ("__key__", np.asarray(jax.random.key_data(x)))
-    return np.asarray(x)
-
-
-def _is_key_leaf(x) -> bool:
-    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and x[0] == "__key__"
-
-
-def _from_host(x):
-    if _is_key_leaf(x):
-        return jax.random.wrap_key_data(jnp.asarray(x[1]))
-    return jnp.asarray(x)
-
-
-def _load_checkpoint(path, tag, state_like):
-    with open(path, "rb") as f:
-        payload = pickle.load(f)
-    if payload["tag"] != tag:
-        raise ValueError(
-            f"checkpoint {path} was written by a different run ({payload['tag']!r}, this "
-            f"run is {tag!r}); remove it or pass another path."
-        )
-    state = jax.tree_util.tree_map(_from_host, payload["state"], is_leaf=_is_key_leaf)
-    state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state_like),
-                                         jax.tree_util.tree_leaves(state))
-    infos = [jax.tree_util.tree_map(_from_host, i, is_leaf=_is_key_leaf)
-             for i in payload["infos"]]
-    return payload["done"], state, infos

@@ -1,6 +1,7 @@
 """Errors that name the problem in one paragraph (the CLI prints them without a traceback)."""
 
-__all__ = ["HelmholtzError", "ModelError", "EngineError", "InitializationError", "OptionError"]
+__all__ = ["HelmholtzError", "ModelError", "EngineError", "InitializationError", "OptionError",
+           "CheckpointError", "RunError"]
 
 
 class HelmholtzError(Exception):
@@ -24,3 +25,11 @@ class OptionError(HelmholtzError, ValueError):
 
 class InitializationError(HelmholtzError, FloatingPointError):
     """The log density is NaN or −inf at every candidate initial point."""
+
+
+class CheckpointError(HelmholtzError, ValueError):
+    """A checkpoint was written by a different run (or cannot be read)."""
+
+
+class RunError(HelmholtzError, RuntimeError):
+    """A run stopped early or its result cannot be trusted (raised on request)."""

@@ -148,7 +148,7 @@ class BARResult(NamedTuple):
 
 
 def bar_between(target_a, target_b, rng_key, *, num_particles: int = 1000,
-                num_steps: int = 100, **ais_options) -> BARResult:
+                num_temperatures: int = 100, **ais_options) -> BARResult:
     """ΔF = F_B − F_A = −log(Z_B/Z_A) between two Targets by BAR on AIS works.
 
     Anneals along the geometric path log π_λ = (1 − λ) log p_A + λ log p_B over the flat
@@ -169,7 +169,9 @@ def bar_between(target_a, target_b, rng_key, *, num_particles: int = 1000,
     # imported here: the engines import this module for :func:`bar`
     from helmholtz.engines.bidirectional import bridge_works
 
+    if "num_steps" in ais_options:  # the old name of num_temperatures
+        num_temperatures = ais_options.pop("num_steps")
     w_f, w_r = bridge_works(target_a, target_b, rng_key, num_particles=num_particles,
-                            num_steps=num_steps, **ais_options)
+                            num_temperatures=num_temperatures, **ais_options)
     delta_f, se = bar(w_f, w_r)
     return BARResult(delta_f, se, w_f, w_r, bar_overlap(w_f, w_r, delta_f))

@@ -47,7 +47,7 @@ def _key(seed):
 
 def infer(model_or_target, engine="nuts", *, seed=0, model_args: tuple = (),
           model_kwargs: dict | None = None, progress_bar: bool = False,
-          checkpoint: str | None = None, **options) -> Result:
+          checkpoint=None, raise_on_error: bool = False, **options) -> Result:
     """Run one engine on one model and return its :class:`~helmholtz.Result`.
 
     Parameters
@@ -65,8 +65,14 @@ def infer(model_or_target, engine="nuts", *, seed=0, model_args: tuple = (),
     progress_bar
         Show progress bars (tqdm) for warmup, sampling and optimisation.
     checkpoint
-        A file path: state is written there between chunks of work, and a run started
-        with the same path resumes from it.
+        A file path or a :class:`~helmholtz.Checkpoint`: the state is written there
+        between chunks of work; a run started with the same path resumes from it, a
+        checkpoint written by a different run (model, data, options, seed, versions) is
+        refused with a message naming the difference, and a finished run removes it.
+    raise_on_error
+        Raise :class:`~helmholtz.errors.RunError` when the run ends with a status other
+        than ``ok`` (stopped early, NaN loss, an error bar that cannot be trusted)
+        instead of returning the Result with that status.
     **options
         Engine options (``num_samples``, ``num_warmup``, ``num_chains``, ...); an unknown
         option raises an error that lists the valid ones.
@@ -79,4 +85,7 @@ def infer(model_or_target, engine="nuts", *, seed=0, model_args: tuple = (),
     """
     eng = get_engine(engine, **options)
     target = as_target(model_or_target, model_args, model_kwargs)
-    return eng.run(target, _key(seed), progress_bar=progress_bar, checkpoint=checkpoint)
+    result = eng.run(target, _key(seed), progress_bar=progress_bar, checkpoint=checkpoint)
+    if raise_on_error:
+        result.raise_for_status()
+    return result

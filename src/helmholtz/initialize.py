@@ -297,7 +297,7 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
 
     jitter = jnp.asarray(jitter, jnp.result_type(float))
     args = (target, rng_key, given, jitter)
-    exe = compiled(("init", num, strategy, names), fn, *args, timer=timer)
+    exe = compiled(fn, *args, key=("init", num, strategy, names), timer=timer)
     z, found, in_support, finite_u = exe(*args) if timer is None else timer.run(exe, *args)
     for i, name in enumerate(names):
         if not bool(np.all(np.asarray(in_support)[:, i])):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FreeEnergy", "Result", "compare"]
+__all__ = ["FreeEnergy", "Result", "Status", "compare"]
 
 # What an estimate says about log Z (F = −log Z, in nats).
 KINDS = ("exact", "unbiased-Z estimate", "estimate", "lower bound", "upper bound", "none")
@@ -56,6 +56,8 @@ class FreeEnergy:
     se: float
     kind: str
     note: str = ""
+    units: str = "nats"
+    warning: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -73,6 +75,18 @@ class FreeEnergy:
         if self.kind == "none":
             return f"F: not estimated ({self.note})" if self.note else "F: not estimated"
         return f"F = {self.value:.4f} ± {self.se:.4f} ({self.kind} on log Z)"
+
+
+@dataclass(frozen=True)
+class Status:
+    """How a run ended: ``code`` ``"ok"`` or what went wrong, with a readable message."""
+
+    code: str = "ok"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
 
 
 @dataclass
@@ -113,8 +127,19 @@ class Result:
     run_seconds: float = 0.0
     exact_log_z: float | None = None
     config: dict = field(default_factory=dict)
+    estimates: dict = field(default_factory=dict)
+    fitted: object = None
+    status: Status = field(default_factory=Status)
 
     # ------------------------------------------------------------------ facts
+    def raise_for_status(self) -> None:
+        """Raise :class:`~helmholtz.errors.RunError` unless the status is ``ok``."""
+        if not self.status.ok:
+            from helmholtz.errors import RunError
+
+            raise RunError(f"{self.engine} on {self.model}: {self.status.code}: "
+                           f"{self.status.message}")
+
     @property
     def log_z(self) -> float:
         return self.free_energy.log_z

@@ -1,14 +1,15 @@
 """Inference engines, one family per module, all behind one protocol."""
 
-from helmholtz.engines import annealing, bidirectional, mcmc, rim, svi, ti
-from helmholtz.engines.annealing import AIS, SMC
-from helmholtz.engines.base import ENGINES, Engine, engine_names, get_engine, register
+from helmholtz.engines import annealing, bidirectional, mcmc, rim, smc, svi, ti
+from helmholtz.engines.annealing import AIS
+from helmholtz.engines.base import ENGINES, Engine, Phase, engine_names, get_engine, register
 from helmholtz.engines.bidirectional import BAR, ReverseAIS
 from helmholtz.engines.mcmc import HMC, MALA, NUTS
 from helmholtz.engines.rim import RIMEngine
+from helmholtz.engines.smc import SMC
 from helmholtz.engines.svi import SVI
 from helmholtz.engines.ti import TI
 
-__all__ = ["ENGINES", "Engine", "engine_names", "get_engine", "register", "NUTS", "HMC",
-           "MALA", "SVI", "AIS", "SMC", "TI", "ReverseAIS", "BAR", "mcmc", "svi", "annealing",
-           "ti", "bidirectional", "RIMEngine", "rim"]
+__all__ = ["ENGINES", "Engine", "Phase", "engine_names", "get_engine", "register", "NUTS",
+           "HMC", "MALA", "SVI", "AIS", "SMC", "TI", "ReverseAIS", "BAR", "mcmc", "svi",
+           "annealing", "smc", "ti", "bidirectional", "RIMEngine", "rim"]

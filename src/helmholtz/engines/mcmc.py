@@ -23,10 +23,8 @@ from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 
-from helmholtz.driver import Timer, compiled, run_steps
-from helmholtz.engines._assemble import assemble as _assemble
-from helmholtz.engines._assemble import postprocess  # noqa: F401  (re-exported)
-from helmholtz.engines.base import Engine, _in_range, _positive_int, register
+from helmholtz.engines._assemble import assemble
+from helmholtz.engines.base import Engine, Phase, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
@@ -106,13 +104,24 @@ class _GradientMCMC(Engine):
     def _extra_stats(self, info) -> dict:
         return {}
 
+    # ---- what other engines use: this kernel as a move
+    def transition(self):
+        """``(init_fn, step_fn)`` of this engine's kernel, for engines that use it as
+        their move (AIS, SMC): ``init_fn(position, logdensity_fn)`` and
+        ``step_fn(rng_key, state, logdensity_fn, step_size, inverse_mass_matrix)``."""
+        return self._kernel_init, self._kernel()
+
+    def grad_evals(self, info):
+        """Gradient evaluations of one transition, from the kernel's info."""
+        return self._grad_evals(info)
+
     # ---- pure functions over one chain
     def _adaptation(self):
         da = dual_averaging_adaptation(self.target_acceptance_rate)
         mm = mass_matrix_adaptation(is_diagonal_matrix=not self.dense_mass)
         return da, mm
 
-    def init(self, target, position) -> WarmupState:
+    def init(self, rng_key, target, position) -> WarmupState:
         """Warmup state of one chain started at ``position`` (flat unconstrained)."""
         (da_init, _, _), (mm_init, _, _) = self._adaptation()
         mm = mm_init(target.dim)
@@ -121,7 +130,7 @@ class _GradientMCMC(Engine):
                            jnp.asarray(self.step_size, position.dtype),
                            mm.inverse_mass_matrix.astype(position.dtype))
 
-    def warmup_step(self, target, rng_key, state: WarmupState, stage):
+    def warmup_step(self, rng_key, target, state: WarmupState, stage):
         """One kernel step at the current tuning, then one step of Stan's adaptation."""
         (da_init, da_update, da_final), (_, mm_update, mm_final) = self._adaptation()
         kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
@@ -149,7 +158,7 @@ class _GradientMCMC(Engine):
         step = jnp.exp(state.da.log_step_size_avg).astype(state.step_size.dtype)
         return MCMCState(state.kernel, step, state.inverse_mass_matrix)
 
-    def step(self, target, rng_key, state: MCMCState, _=None):
+    def step(self, rng_key, target, state: MCMCState, x=None):
         """One sampling step of one chain; info holds what the Result keeps per draw."""
         kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
                                       state.step_size, state.inverse_mass_matrix)
@@ -167,37 +176,41 @@ class _GradientMCMC(Engine):
     def _grad_evals(self, info):
         return jnp.asarray(info.num_integration_steps, jnp.int32)
 
-    # ---- the run
-    def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None) -> Result:
-        timer = Timer()
-        k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
-        z0 = engine_initial_positions(self, target, k_init, self.num_chains, timer)
-        key = (without_init_options(self), target.compile_key)
-        init_all = compiled(("mcmc-init", key), lambda t, z: jax.vmap(
-            lambda p: self.init(t, p))(z), target, z0, timer=timer)
-        state = timer.run(init_all, target, z0)
+    # ---- the run, as phases the driver runs
+    def start(self, rng_key, target, run):
+        """Chains at valid points (``init_strategy``, ``init_values``), warmup state."""
+        z0 = engine_initial_positions(self, target, rng_key, self.num_chains, run.timer)
+        return run.call(_init_chains, without_init_options(self), target, z0)
 
-        schedule = _stan_schedule(self.num_warmup)
-        ckpt = None if checkpoint is None else f"{checkpoint}.warmup"
-        state, warm_info = run_steps(
-            ("warmup", key), self.warmup_step, target, state,
-            jax.random.split(k_warm, self.num_chains), schedule, per_chain=True,
-            timer=timer, label=f"{self.name} warmup", progress_bar=progress_bar,
-            checkpoint=ckpt, chain_group_size=self.chain_group_size)
-        state = jax.vmap(self.finalize)(state)
-        ckpt = None if checkpoint is None else f"{checkpoint}.sample"
-        state, info = run_steps(
-            ("sample", key), self.step, target, state,
-            jax.random.split(k_sample, self.num_chains), jnp.zeros((self.num_samples,)),
-            per_chain=True, timer=timer, label=f"{self.name} sampling",
-            progress_bar=progress_bar, checkpoint=ckpt, chain_group_size=self.chain_group_size)
+    def loop_engine(self):
+        return without_init_options(self)
 
+    def phases(self, target):
+        cls = type(self)
+        return (Phase("warmup", cls.warmup_step, self.num_warmup, per_chain=True,
+                      inputs=_stan_schedule(self.num_warmup), finish=cls.finalize),
+                Phase("sampling", cls.step, self.num_samples, per_chain=True,
+                      postfix=_acceptance_postfix))
+
+    def result(self, rng_key, target, state, infos, run) -> Result:
+        info = dict(infos["sampling"])
         grad_evals = int(np.sum(info["n_steps"]))
-        if warm_info is not None:
-            grad_evals += int(np.sum(warm_info["n_steps"]))
+        if infos["warmup"] is not None:
+            grad_evals += int(np.sum(infos["warmup"]["n_steps"]))
         positions = info.pop("position")
-        return _assemble(self, target, positions, info, timer, grad_evals,
-                         FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
+        return assemble(self, target, positions, info, run, grad_evals,
+                        FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
+
+
+def _init_chains(engine, target, positions):
+    return jax.vmap(lambda p: engine.init(None, target, p))(positions)
+
+
+def _acceptance_postfix(engine, state, info):
+    out = {"acc": f"{float(np.nanmean(np.asarray(info['acceptance_rate']))):.2f}"}
+    if "diverging" in info:
+        out["div"] = int(np.sum(np.asarray(info["diverging"])))
+    return out
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,7 +18,7 @@ from functools import lru_cache
 import jax.numpy as jnp
 import numpy as np
 
-from helmholtz.driver import Timer, compiled
+from helmholtz.engines._assemble import assemble
 from helmholtz.engines.base import Engine, register
 from helmholtz.errors import ModelError, OptionError
 from helmholtz.result import FreeEnergy
@@ -80,8 +80,11 @@ class RIMEngine(Engine):
         if self.weights is not None and not isinstance(self.weights, str | os.PathLike):
             raise OptionError(f"rim: weights must be a path (str), got {self.weights!r}")
 
-    def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None):
-        from helmholtz.engines.mcmc import _assemble
+    def phases(self, target):
+        return ()  # amortised: the network's one pass is the whole run (in ``start``)
+
+    def start(self, rng_key, target, run):
+        """The reconstruction ξ as a flat unconstrained vector."""
         from helmholtz.models.lensing.models import lens_kwargs
         from helmholtz.models.lensing.rim import noise_map
 
@@ -118,12 +121,11 @@ class RIMEngine(Engine):
             inv = jnp.where(sqrt_spec > 1e-12 * sqrt_spec.max(), 1.0 / sqrt_spec, 0.0)
             return jnp.fft.irfft2(jnp.fft.rfft2(source) * inv, s=gp.shape)
 
-        timer = Timer()
-        exe = compiled(("rim", path, hyper, gp), fn, rim, data, sigma, kw_lens, timer=timer)
-        xi = timer.run(exe, rim, data, sigma, kw_lens)
+        xi = run.call(fn, rim, data, sigma, kw_lens, key=("rim", path, hyper, gp))
         dtype = jnp.result_type(float)
-        z = target.unconstrain({"source_xi": jnp.asarray(xi, dtype)})
-        result = _assemble(self, target, np.asarray(z)[None, None], {}, timer, 0,
-                           FreeEnergy.none("amortised point estimate (RIM)"))
-        return result
+        return target.unconstrain({"source_xi": jnp.asarray(xi, dtype)})
+
+    def result(self, rng_key, target, state, infos, run):
+        return assemble(self, target, np.asarray(state)[None, None], {}, run, 0,
+                        FreeEnergy.none("amortised point estimate (RIM)"))
 

@@ -8,10 +8,8 @@ E_q[log p(z) − log q(z)] ≤ log Z, i.e. −ELBO is an upper bound on the free
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +17,14 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
-from numpyro.infer import SVI as NumpyroSVI
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer import Trace_ELBO, autoguide, init_to_value
-from numpyro.optim import optax_to_numpyro
 
-from helmholtz.driver import Timer, compiled, run_steps
-from helmholtz.engines._assemble import assemble as _assemble
+from helmholtz.driver import compiled
+from helmholtz.engines._assemble import assemble, status_of
+from helmholtz.engines.annealing import log_mean_exp_se
 from helmholtz.engines.base import Engine, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
@@ -33,8 +33,9 @@ from helmholtz.initialize import (
     without_init_options,
 )
 from helmholtz.result import FreeEnergy
+from helmholtz.training import init_training, training_phase, training_status
 
-__all__ = ["SVI", "GUIDES", "flat_model"]
+__all__ = ["SVI", "GUIDES", "flat_model", "FittedGuide"]
 
 
 def flat_model(target):
@@ -72,10 +73,28 @@ GUIDES = {
 }
 
 
+def _param_sites(guide, target) -> dict:
+    """The guide's ``numpyro.param`` sites: name → (initial value, constraint). Tracing
+    the guide also sets up its prototype (what ``sample_posterior`` needs)."""
+    with handlers.block():
+        tr = handlers.trace(handlers.seed(guide, jax.random.key(0))).get_trace(target)
+    return {k: (v["value"], v["kwargs"].get("constraint", constraints.real))
+            for k, v in tr.items() if v["type"] == "param"}
+
+
 @register
 @dataclass(frozen=True)
 class SVI(Engine):
     """Stochastic variational inference (Hoffman et al. 2013; Kucukelbir et al. 2017).
+
+    Maximises the ELBO E_q[log p(z) − log q(z)] ≤ log Z with numpyro's ``Trace_ELBO``
+    over an autoguide, trained by :func:`helmholtz.training.train_step` (parameters in
+    unconstrained space, as numpyro's own SVI keeps them). The headline free energy is
+    −ELBO from ``num_elbo_samples`` fresh draws (an upper bound on F, a lower bound on
+    log Z); ``estimates["is"]`` is the importance-sampling estimate log mean
+    exp(log p − log q) from the same draws (unbiased for Z). ``result.fitted`` is the
+    trained guide (:class:`FittedGuide`): ``result.fitted.sample(rng_key, n)`` draws
+    anew, also after ``Result.load``.
 
     Options
     -------
@@ -87,7 +106,8 @@ class SVI(Engine):
     level. (No gradient clipping by default: clipping a stochastic gradient changes its
     expectation and moves the optimum; measured here it left the full-rank covariance
     20–50% too wide.)
-    num_steps: optimisation steps; num_particles: ELBO particles per step.
+    num_optimizer_steps: optimiser iterations; num_gradient_samples: Monte Carlo draws
+    of the ELBO per gradient (numpyro's ``num_particles``).
     num_samples: posterior draws returned; num_elbo_samples: fresh draws for the final
     ELBO estimate and its standard error (not the last noisy loss).
     init_strategy, init_values, init_jitter: where the guide's location starts
@@ -97,12 +117,16 @@ class SVI(Engine):
 
     name = "svi"
     description = "stochastic variational inference (numpyro ELBO + autoguides, optax)"
+    approximate = ("variational: draws follow the fitted guide, whose mean may miss the "
+                   "posterior's by a fraction of a posterior sd (mean-field guides)")
+    aliases: ClassVar[dict[str, str]] = {"num_steps": "num_optimizer_steps",
+                                         "num_particles": "num_gradient_samples"}
     guide: str = "normal"
-    num_steps: int = 5000
+    num_optimizer_steps: int = 5000
     learning_rate: float = 0.01
     decay: str = "cosine"
     optimizer: optax.GradientTransformation | None = None
-    num_particles: int = 1
+    num_gradient_samples: int = 1
     num_samples: int = 1000
     num_elbo_samples: int = 4000
     rank: int | None = None
@@ -116,8 +140,8 @@ class SVI(Engine):
         if self.guide not in GUIDES:
             raise OptionError(
                 f"svi: unknown guide {self.guide!r}; valid guides: {', '.join(GUIDES)}")
-        _positive_int(self, "num_steps", "num_particles", "num_samples", "num_elbo_samples",
-                      "hidden_dim", "num_flows")
+        _positive_int(self, "num_optimizer_steps", "num_gradient_samples", "num_samples",
+                      "num_elbo_samples", "hidden_dim", "num_flows")
         if self.rank is not None:
             _positive_int(self, "rank")
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
@@ -131,60 +155,130 @@ class SVI(Engine):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
         validate_init_options(self)
 
-    def _optimizer(self):
+    def make_optimizer(self) -> optax.GradientTransformation:
         if self.optimizer is not None:
             return self.optimizer
         lr = self.learning_rate
         if self.decay == "cosine":
-            lr = optax.cosine_decay_schedule(self.learning_rate, self.num_steps, alpha=0.01)
+            lr = optax.cosine_decay_schedule(self.learning_rate, self.num_optimizer_steps,
+                                             alpha=0.01)
         return optax.adam(lr)
 
-    def _svi(self, z0) -> tuple[NumpyroSVI, Callable]:
-        guide = _guide(self.guide, self.rank, self.hidden_dim, self.num_flows, z0)
-        svi = NumpyroSVI(flat_model, guide, optax_to_numpyro(self._optimizer()),
-                         Trace_ELBO(num_particles=self.num_particles))
-        return svi, guide
+    def make_guide(self, target, z0=None):
+        """The autoguide over the flat vector (its location starts at ``z0``)."""
+        z0 = jnp.zeros(target.dim) if z0 is None else z0
+        return _guide(self.guide, self.rank, self.hidden_dim, self.num_flows, z0)
 
-    def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None):
-        timer = Timer()
-        k_init, k_svi, k_elbo, k_draw = jax.random.split(rng_key, 4)
-        z0 = engine_initial_positions(self, target, k_init, 1, timer)[0]
-        key = (without_init_options(self), target.compile_key)
+    def constrain_params(self, guide, target, params) -> dict:
+        sites = _param_sites(guide, target)
+        return {k: biject_to(sites[k][1])(v) for k, v in params.items()}
 
-        # numpyro's SVI object learns its parameter constraints during ``init`` (state
-        # kept on the object), so one object serves init, the steps and the final ELBO.
-        svi, guide = self._svi(z0)
-        t0 = time.perf_counter()
-        state = svi.init(k_svi, target)
-        timer.run_seconds += time.perf_counter() - t0
+    # ---- the trained engine's protocol
+    def loss(self, params, rng_key, target):
+        """−ELBO with ``num_gradient_samples`` draws (``params`` unconstrained)."""
+        guide = self.make_guide(target)
+        return Trace_ELBO(num_particles=self.num_gradient_samples).loss(
+            rng_key, self.constrain_params(guide, target, params), flat_model, guide, target)
 
-        def step(t, _k, s, _x):
-            return svi.update(s, t)
+    def init(self, rng_key, target, position=None):
+        guide = self.make_guide(target, position)
+        params = {k: biject_to(c).inv(v) for k, (v, c) in _param_sites(guide, target).items()}
+        return init_training(self, params)
 
-        state, losses = run_steps(
-            ("svi", key), step, target, state, k_svi, jnp.zeros((self.num_steps,)),
-            per_chain=False, timer=timer, label="svi", progress_bar=progress_bar,
-            checkpoint=checkpoint)
+    def start(self, rng_key, target, run):
+        z0 = engine_initial_positions(self, target, rng_key, 1, run.timer)[0]
+        return run.call(_init_at, without_init_options(self), target, z0)
 
-        def finish(t, s, k_elbo, k_draw):
-            params = svi.get_params(s)
-            keys = jax.random.split(k_elbo, self.num_elbo_samples)
-            neg_elbo = jax.lax.map(
-                lambda k: Trace_ELBO().loss(k, params, flat_model, guide, t), keys,
-                batch_size=min(256, self.num_elbo_samples))
-            z = guide.sample_posterior(k_draw, params, sample_shape=(self.num_samples,))["z"]
-            lp = jax.vmap(t.log_density)(z)
-            return neg_elbo, z, lp
+    def loop_engine(self):
+        return without_init_options(self)
 
-        exe = compiled(("svi-finish", key), finish, target, state, k_elbo, k_draw, timer=timer)
-        neg_elbo, z, lp = timer.run(exe, target, state, k_elbo, k_draw)
+    def phases(self, target):
+        return (training_phase(self.num_optimizer_steps),)
+
+    def result(self, rng_key, target, state, infos, run):
+        looped = without_init_options(self)
+        k_elbo, k_draw = jax.random.split(rng_key)
+        neg_elbo, z, lp = run.call(_evaluate, looped, target, state.params, k_elbo, k_draw)
         neg_elbo = np.asarray(neg_elbo, dtype=np.float64)
         finite = np.isfinite(neg_elbo)
         value = float(np.mean(neg_elbo[finite]))
         se = float(np.std(neg_elbo[finite], ddof=1) / np.sqrt(finite.sum()))
         note = "" if finite.all() else f"{(~finite).sum()} non-finite ELBO draws dropped"
-        grad_evals = self.num_steps * self.num_particles
-        result = _assemble(self, target, z[None], {"lp": np.asarray(lp)[None]}, timer,
-                           grad_evals, FreeEnergy(value, se, "lower bound", note))
-        result.trace["loss"] = np.asarray(losses)
-        return result
+        log_z_is, se_is, ess = log_mean_exp_se(-neg_elbo)
+        elbo = FreeEnergy(value, se, "lower bound", note)
+        estimates = {"elbo": elbo,
+                     "is": FreeEnergy(-log_z_is, se_is, "unbiased-Z estimate",
+                                      f"importance sampling with the guide as proposal, "
+                                      f"ESS {ess:.0f} of {neg_elbo.size}",
+                                      warning="" if ess >= 30 else f"ESS {ess:.1f} < 30")}
+        losses = infos["training"]["loss"] if infos["training"] is not None else np.zeros(0)
+        status = training_status(state, losses)
+        return assemble(self, target, z[None], {"lp": np.asarray(lp)[None]}, run,
+                        self.num_optimizer_steps * self.num_gradient_samples, elbo,
+                        trace={"loss": losses}, estimates=estimates,
+                        fitted=FittedGuide(looped, state.params, target),
+                        status=status if not status.ok else status_of(elbo))
+
+
+def _init_at(engine, target, z0):
+    return engine.init(None, target, z0)
+
+
+def _guide_draws(engine, target, params, rng_key, num):
+    guide = engine.make_guide(target)
+    constrained = engine.constrain_params(guide, target, params)
+    return guide.sample_posterior(rng_key, constrained, sample_shape=(num,))["z"]
+
+
+def _evaluate(engine, target, params, k_elbo, k_draw):
+    """−ELBO per fresh draw, posterior draws and their log densities."""
+    guide = engine.make_guide(target)
+    constrained = engine.constrain_params(guide, target, params)
+    keys = jax.random.split(k_elbo, engine.num_elbo_samples)
+    neg_elbo = jax.lax.map(
+        lambda k: Trace_ELBO().loss(k, constrained, flat_model, guide, target), keys,
+        batch_size=min(256, engine.num_elbo_samples))
+    z = guide.sample_posterior(k_draw, constrained, sample_shape=(engine.num_samples,))["z"]
+    return neg_elbo, z, jax.vmap(target.log_density)(z)
+
+
+def _constrain_draws(target, z):
+    return jax.vmap(target.constrain)(z)
+
+
+class FittedGuide:
+    """A trained SVI guide: draws new posterior samples without retraining.
+
+    ``sample(rng_key, num)`` returns ``{site: array}`` with a leading axis of ``num``
+    (constrained values, as ``result.samples`` holds them without the chain axis).
+    """
+
+    kind = "svi-guide"
+
+    def __init__(self, engine: SVI, params: dict, target):
+        self.engine, self.params, self.target = engine, params, target
+
+    def sample(self, rng_key, num: int) -> dict:
+        if self.target is None:
+            raise ValueError("this fitted guide was loaded without its model: pass "
+                             "Result.load(path, target=...) to draw from it")
+        exe = compiled(_guide_draws, self.engine, self.target, self.params, rng_key, num)
+        z = exe(self.engine, self.target, self.params, rng_key, num)
+        out = compiled(_constrain_draws, self.target, z)(self.target, z)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def to_saved(self):
+        options = {k: v for k, v in self.engine.options().items()
+                   if isinstance(v, int | float | str | bool) or v is None}
+        return ({"options": options, "dim": self.target.dim if self.target else None},
+                {k: np.asarray(v) for k, v in self.params.items()})
+
+    @classmethod
+    def from_saved(cls, meta, arrays, target=None):
+        from helmholtz.engines.base import with_options
+
+        engine = with_options(SVI(), meta["options"])
+        if target is not None and meta.get("dim") not in (None, target.dim):
+            raise ValueError(f"the saved guide is over {meta['dim']} dimensions, the target "
+                             f"'{target.name}' has {target.dim}")
+        return cls(engine, {k: jnp.asarray(v) for k, v in arrays.items()}, target)

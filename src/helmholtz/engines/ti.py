@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helmholtz.driver import Timer, compiled, run_steps
-from helmholtz.engines._assemble import assemble as _assemble
-from helmholtz.engines.base import Engine, _in_range, _positive_int, register
+from helmholtz.engines._assemble import assemble
+from helmholtz.engines.base import Engine, Phase, _in_range, _positive_int, register
 from helmholtz.engines.mcmc import NUTS, _stan_schedule
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
@@ -223,75 +222,71 @@ class TI(Engine):
                     max_num_doublings=self.max_num_doublings)
 
     # ---- pure functions over one chain
-    def init(self, target, position, beta) -> TIState:
-        return TIState(self._nuts().init(_Tempered(target, beta), position), beta)
+    def init(self, rng_key, target, position, beta=1.0) -> TIState:
+        return TIState(self._nuts().init(rng_key, _Tempered(target, beta), position), beta)
 
-    def warmup_step(self, target, rng_key, state: TIState, stage):
-        inner, info = self._nuts().warmup_step(_Tempered(target, state.beta), rng_key,
+    def warmup_step(self, rng_key, target, state: TIState, stage):
+        inner, info = self._nuts().warmup_step(rng_key, _Tempered(target, state.beta),
                                                state.inner, stage)
         return TIState(inner, state.beta), info
 
     def finalize(self, state: TIState) -> TIState:
         return TIState(self._nuts().finalize(state.inner), state.beta)
 
-    def step(self, target, rng_key, state: TIState, _=None):
+    def step(self, rng_key, target, state: TIState, x=None):
         """One NUTS draw at the chain's β, with log L at the new position."""
-        inner, stats = self._nuts().step(_Tempered(target, state.beta), rng_key, state.inner)
+        inner, stats = self._nuts().step(rng_key, _Tempered(target, state.beta), state.inner)
         stats["log_likelihood"] = target.log_likelihood(inner.kernel.position)
         return TIState(inner, state.beta), stats
 
-    # ---- the run
-    def run(self, target, rng_key, *, progress_bar: bool = False, checkpoint=None) -> Result:
-        timer = Timer()
+    # ---- the run, as phases the driver runs
+    def start(self, rng_key, target, run):
+        total = self.num_rungs * self.num_chains
+        z0 = engine_initial_positions(self, target, rng_key, total, run.timer)
+        chain_betas = jnp.asarray(np.repeat(self.betas(), self.num_chains), z0.dtype)
+        return run.call(_init_chains, without_init_options(self), target, z0, chain_betas)
+
+    def loop_engine(self):
+        return without_init_options(self)
+
+    def phases(self, target):
+        cls = type(self)
+        return (Phase("warmup", cls.warmup_step, self.num_warmup, per_chain=True,
+                      inputs=_stan_schedule(self.num_warmup), finish=cls.finalize),
+                Phase("sampling", cls.step, self.num_samples, per_chain=True))
+
+    def result(self, rng_key, target, state, infos, run) -> Result:
         num_rungs, num_chains = self.num_rungs, self.num_chains
-        total = num_rungs * num_chains
-        k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
-        z0 = engine_initial_positions(self, target, k_init, total, timer)
-        betas = self.betas()
-        chain_betas = jnp.asarray(np.repeat(betas, num_chains), z0.dtype)  # rung-major
-        key = (without_init_options(self), target.compile_key)
-        init_all = compiled(("ti-init", key), lambda t, z, b: jax.vmap(
-            lambda p, bb: self.init(t, p, bb))(z, b), target, z0, chain_betas, timer=timer)
-        state = timer.run(init_all, target, z0, chain_betas)
-
-        ckpt = None if checkpoint is None else f"{checkpoint}.warmup"
-        state, warm_info = run_steps(
-            ("ti-warmup", key), self.warmup_step, target, state,
-            jax.random.split(k_warm, total), _stan_schedule(self.num_warmup), per_chain=True,
-            timer=timer, label="ti warmup", progress_bar=progress_bar, checkpoint=ckpt)
-        state = jax.vmap(self.finalize)(state)
-        ckpt = None if checkpoint is None else f"{checkpoint}.sample"
-        state, info = run_steps(
-            ("ti-sample", key), self.step, target, state, jax.random.split(k_sample, total),
-            jnp.zeros((self.num_samples,)), per_chain=True, timer=timer, label="ti sampling",
-            progress_bar=progress_bar, checkpoint=ckpt)
-
+        info = dict(infos["sampling"])
         grad_evals = int(np.sum(info["n_steps"]))
-        if warm_info is not None:
-            grad_evals += int(np.sum(warm_info["n_steps"]))
+        if infos["warmup"] is not None:
+            grad_evals += int(np.sum(infos["warmup"]["n_steps"]))
         by_rung = lambda a: np.asarray(a).reshape((num_rungs, num_chains) + a.shape[1:])
         ll = by_rung(info.pop("log_likelihood"))
         positions = info.pop("position")[-num_chains:]
-
+        betas = self.betas()
         log_z, se, log_ratio, ess = stepping_stone(betas, ll)
         ti_log_z, ti_se, mean_ll, ess_ll = thermodynamic_integral(betas, ll)
         note = (f"stepping stone over {num_rungs} rungs × {num_chains} NUTS chains "
-                f"(Xie et al. 2011); unbiased for Z when each rung's draws are exact; "
-                f"corrected-trapezoid TI gives log Z = {ti_log_z:.4f} ± {ti_se:.4f}")
-        result = _assemble(self, target, positions,
-                           {k: v[-num_chains:] for k, v in info.items()}, timer, grad_evals,
-                           FreeEnergy(-log_z, se, "unbiased-Z estimate", note))
-        result.config.update({
-            "betas": betas.tolist(), "stepping_stone_log_z": log_z, "stepping_stone_se": se,
-            "ti_log_z": ti_log_z, "ti_se": ti_se, "ess_log_likelihood": ess_ll.tolist()})
-        result.trace.update({
-            "beta": betas,
-            "mean_log_likelihood": mean_ll,
-            "log_ratio": log_ratio,
-            "log_z": np.cumsum(log_ratio),
-            "ess": np.append(ess[1:], np.nan),
-            "acceptance_rate": by_rung(info["acceptance_rate"]).mean(axis=(1, 2)),
-            "step_size": by_rung(info["step_size"]).mean(axis=(1, 2)),
-            "divergences": by_rung(info["diverging"]).sum(axis=(1, 2)).astype(np.float64),
-        })
-        return result
+                f"(Xie et al. 2011); unbiased for Z when each rung's draws are exact")
+        estimates = {"ti": FreeEnergy(-ti_log_z, ti_se, "estimate",
+                                      "corrected-trapezoid thermodynamic integration "
+                                      "(Friel, Hurn & Wyse 2014); se without the "
+                                      "discretisation error")}
+        return assemble(
+            self, target, positions, {k: v[-num_chains:] for k, v in info.items()}, run,
+            grad_evals, FreeEnergy(-log_z, se, "unbiased-Z estimate", note),
+            estimates=estimates,
+            config={"betas": betas.tolist(), "stepping_stone_log_z": log_z,
+                    "stepping_stone_se": se, "ti_log_z": ti_log_z, "ti_se": ti_se,
+                    "ess_log_likelihood": ess_ll.tolist()},
+            trace={"beta": betas, "mean_log_likelihood": mean_ll, "log_ratio": log_ratio,
+                   "log_z": np.cumsum(log_ratio), "ess": np.append(ess[1:], np.nan),
+                   "acceptance_rate": by_rung(info["acceptance_rate"]).mean(axis=(1, 2)),
+                   "step_size": by_rung(info["step_size"]).mean(axis=(1, 2)),
+                   "divergences": by_rung(info["diverging"]).sum(axis=(1, 2)).astype(
+                       np.float64)})
+
+
+def _init_chains(engine, target, positions, betas):
+    return jax.vmap(lambda p, b: engine.init(None, target, p, b))(positions, betas)

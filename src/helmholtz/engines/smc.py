@@ -1,0 +1,173 @@
+"""Adaptive tempered SMC: the ``smc`` engine (blackjax's ``adaptive_tempered_smc``).
+
+The tempering steps are an open-ended phase: the driver runs them in a
+``lax.while_loop`` until β = 1 (or ``max_num_temperatures``), in chunks when a progress
+bar or a checkpoint is asked for, with the independent replicates as its chains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.smc import resampling
+
+from helmholtz.engines._assemble import assemble
+from helmholtz.engines.annealing import (
+    _acceptance,
+    _Annealing,
+    _cloud_variance,
+    _transition,
+    log_densities,
+    log_mean_exp_se,
+)
+from helmholtz.engines.base import Phase, _in_range, _positive_int, register
+from helmholtz.result import FreeEnergy, Result, Status
+
+__all__ = ["SMC", "SMCState"]
+
+_TRACE = ("beta", "log_z_increment", "acceptance_rate", "step_size")
+
+
+class SMCState(NamedTuple):
+    """One SMC replicate: blackjax's tempered state, the move's step size, the running
+    log Ẑ, the tempering steps taken, the gradient evaluations (a float: counts overflow
+    int32 in long runs) and the per-step trace (NaN beyond the steps taken)."""
+
+    smc: Any
+    step_size: jax.Array
+    log_z: jax.Array
+    num_steps: jax.Array
+    grad_evals: jax.Array
+    trace: dict
+
+
+@register
+@dataclass(frozen=True)
+class SMC(_Annealing):
+    """Adaptive tempered SMC (Del Moral, Doucet & Jasra 2006; Jasra et al. 2011) on
+    blackjax's ``adaptive_tempered_smc`` kernel with systematic resampling.
+
+    Each step picks β_{t+1} so that the incremental weights L^{β_{t+1}−β_t} keep the ESS
+    at ``target_ess`` · N (bisection), resamples, moves every particle with
+    ``num_mcmc_steps`` transitions of ``move`` at β_t, and multiplies Ẑ by the mean
+    incremental weight: log Ẑ = Σ_t ``info.log_likelihood_increment``. Steps run until
+    β = 1 or ``max_num_temperatures``. Between steps the kernel is preconditioned by the
+    weighted particle variance and its step size follows the acceptance rate.
+
+    Standard error: ``num_replicates`` independent SMC runs (``num_particles`` each). F
+    reports log of the mean of the R unbiased Ẑ_r (still unbiased for Z), and se =
+    std(log Ẑ_r)/√R. With R replicates the z-score (log Ẑ − log Z)/se is roughly
+    Student-t with R − 1 degrees of freedom: the default R = 8 gives error bars whose
+    z-scores have sd √(7/5) ≈ 1.18 (R = 4 gave t₃, sd 1.73). We chose replicates over
+    single-run variance estimators (Lee & Whiteley 2018) for simplicity and robustness:
+    the estimate's spread is measured, not modelled. All R·N final particles are returned
+    as one chain; their log weights are normalised within each replicate (replicates
+    weigh equally). ``result.config`` holds ``replicate_log_z``, ``num_tempering_steps``
+    and the pooled ``ess``; ``result.trace`` the first replicate's β, log-Ẑ increments,
+    acceptance and step size per tempering step. A run that reaches
+    ``max_num_temperatures`` before β = 1 has status ``max_steps``.
+    """
+
+    name = "smc"
+    description = ("adaptive tempered SMC (blackjax) with HMC/MALA/NUTS moves, systematic "
+                   "resampling")
+    population = False  # the replicates are the driver's chains; particles live inside
+    aliases = {"kernel": "move", "max_steps": "max_num_temperatures"}
+    num_mcmc_steps: int = 5
+    target_ess: float = 0.5
+    num_replicates: int = 8
+    max_num_temperatures: int = 500
+
+    def validate(self):
+        super().validate()
+        _positive_int(self, "num_replicates", "max_num_temperatures")
+        _in_range(self, "target_ess", 0.0, 1.0)
+
+    # ---- pure functions over one replicate
+    def init(self, rng_key, target, position=None) -> SMCState:
+        z = target.sample_reference(rng_key, self.num_particles)
+        dtype = z.dtype
+        smc = blackjax.adaptive_tempered_smc.init(z)
+        smc = smc._replace(tempering_param=jnp.zeros((), dtype))
+        nan = jnp.full((self.max_num_temperatures,), jnp.nan, dtype)
+        return SMCState(smc, jnp.asarray(self.step_size, dtype), jnp.zeros((), dtype),
+                        jnp.zeros((), jnp.int32), jnp.zeros((), dtype),
+                        {k: nan for k in _TRACE})
+
+    def step(self, rng_key, target, state: SMCState, x=None):
+        """One tempering step: choose β, reweight, resample, move."""
+        init_fn, kernel_fn = _transition(self.move, self.step_size_jitter)
+        kernel = blackjax.adaptive_tempered_smc.build_kernel(
+            target.log_prior, target.log_likelihood, kernel_fn, init_fn,
+            resampling.systematic, self.target_ess)
+        particles = state.smc.particles
+        dtype = particles.dtype
+        imm = (_cloud_variance(particles, state.smc.weights) if self.precondition
+               else jnp.ones(particles.shape[1], dtype))
+        params = {"step_size": state.step_size[None], "inverse_mass_matrix": imm[None]}
+        smc, info = kernel(rng_key, state.smc, self.num_mcmc_steps, params)
+        acc = jnp.mean(_acceptance(info.update_info))
+        i = state.num_steps
+        row = {"beta": smc.tempering_param, "log_z_increment": info.log_likelihood_increment,
+               "acceptance_rate": acc, "step_size": state.step_size}
+        trace = {k: state.trace[k].at[i].set(row[k]) for k in _TRACE}
+        # every particle's move starts with one gradient (the kernel's init)
+        grads = self.num_particles + jnp.sum(self.move.grad_evals(info.update_info))
+        return SMCState(smc, self._next_step_size(state.step_size, acc).astype(dtype),
+                        state.log_z + info.log_likelihood_increment, i + 1,
+                        state.grad_evals + grads.astype(dtype), trace), None
+
+    def reached_one(self, state: SMCState):
+        return state.smc.tempering_param >= 1.0 - 1e-6
+
+    # ---- the run
+    def start(self, rng_key, target, run):
+        return run.call(_init_replicates, self, jax.random.split(rng_key, self.num_replicates),
+                        target)
+
+    def phases(self, target):
+        cls = type(self)
+        return (Phase("tempering", cls.step, self.max_num_temperatures, per_chain=True,
+                      until=cls.reached_one, postfix=_smc_postfix),)
+
+    def result(self, rng_key, target, state: SMCState, infos, run) -> Result:
+        log_z_r = np.asarray(state.log_z, np.float64)
+        steps = np.asarray(state.num_steps)
+        betas = np.asarray(state.smc.tempering_param)
+        r = self.num_replicates
+        log_z = float(np.logaddexp.reduce(log_z_r) - np.log(r))
+        se = float(np.std(log_z_r, ddof=1) / np.sqrt(r)) if r > 1 else math.nan
+        note = (f"{r} replicate runs of {self.num_particles} particles, "
+                f"{int(steps.mean())} tempering steps on average")
+        status = Status()
+        if np.any(betas < 1.0 - 1e-6):
+            status = Status("max_steps", f"max_num_temperatures={self.max_num_temperatures} "
+                            f"reached before β = 1 (β = {betas.min():.3g}): the estimate is "
+                            "for a tempered target")
+        log_w = np.log(np.asarray(state.smc.weights, np.float64)).reshape(1, -1)
+        positions = state.smc.particles.reshape((1, -1, target.dim))
+        lp = log_densities(target, positions[0], run)
+        n0 = int(steps[0])
+        return assemble(
+            self, target, positions, {"lp": lp[None]}, run,
+            int(np.sum(np.asarray(state.grad_evals, np.float64))),
+            FreeEnergy(-log_z, se, "unbiased-Z estimate", note,
+                       warning="" if status.ok else status.message),
+            log_weights=log_w, status=status,
+            config={"replicate_log_z": log_z_r.tolist(), "num_tempering_steps": steps.tolist(),
+                    "ess": log_mean_exp_se(log_w)[2]},
+            trace={k: np.asarray(v[0, :n0]) for k, v in state.trace.items()})
+
+
+def _init_replicates(engine, keys, target):
+    return jax.vmap(lambda k: engine.init(k, target))(keys)
+
+
+def _smc_postfix(engine, state, info):
+    return {"β": f"{float(np.min(np.asarray(state.smc.tempering_param))):.3g}"}
