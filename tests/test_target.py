@@ -197,3 +197,314 @@ def test_simulate_needs_observed_sample_sites():
 
     with pytest.raises(helmholtz.errors.ModelError, match="factor terms"):
         Target.from_model(with_factor).simulate(jax.random.key(0))
+
+
+# ---------------------------------------------------------------- issue 9 item 5: views
+
+
+def _counting(model):
+    """``model`` wrapped so that each run (each trace) is counted."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return model(*args, **kwargs)
+
+    counted.__name__ = model.__name__
+    return counted, calls
+
+
+def test_one_trace_gives_the_prior_likelihood_split(x64):
+    counted, calls = _counting(constrained_model)
+    t = Target.from_model(counted, y=Y)
+    zs = jax.random.normal(jax.random.key(5), (4, t.dim))
+    one = jax.jit(jax.vmap(t.log_prior_and_likelihood))(zs)
+    two = jax.jit(jax.vmap(lambda z: (t.log_prior(z), t.log_likelihood(z),
+                                      t.log_density(z))))(zs)
+    np.testing.assert_allclose(one[0], two[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one[1], two[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one[0] + one[1], two[2], rtol=0, atol=1e-12)
+    calls.clear()
+    jax.make_jaxpr(t.log_prior_and_likelihood)(zs[0])
+    assert len(calls) == 1
+    calls.clear()
+    jax.make_jaxpr(lambda z: (t.log_prior(z), t.log_likelihood(z)))(zs[0])
+    assert len(calls) == 2
+    calls.clear()
+    jax.make_jaxpr(t.tempered(0.3).log_density)(zs[0])
+    assert len(calls) == 1
+
+
+def test_tempered_view_is_prior_plus_beta_likelihood_and_beta_does_not_retrace(target):
+    z = jax.random.normal(jax.random.key(6), (target.dim,))
+    prior, lik = target.log_prior(z), target.log_likelihood(z)
+    for beta in (0.0, 0.37, 1.0):
+        view = target.tempered(beta)
+        np.testing.assert_allclose(view.log_density(z), prior + beta * lik, rtol=1e-6)
+        np.testing.assert_allclose(view.log_likelihood(z), lik, rtol=1e-6)
+        np.testing.assert_allclose(jax.jit(type(view).grad_log_density)(view, z),
+                                   jax.jit(jax.grad(lambda x, b: target.log_prior(x)
+                                                    + b * target.log_likelihood(x)))(z, beta),
+                                   rtol=1e-5)
+    assert target.tempered(0.5).dim == target.dim
+    np.testing.assert_allclose(target.tempered(0.5).constrain(z)["sigma"],
+                               target.constrain(z)["sigma"])
+    traces = []
+
+    @jax.jit
+    def f(view, z):
+        traces.append(1)
+        return view.log_density(z)
+
+    values = [float(f(target.tempered(b), z)) for b in (0.1, 0.5, 0.9)]
+    assert len(traces) == 1
+    np.testing.assert_allclose(values, [float(prior + b * lik) for b in (0.1, 0.5, 0.9)],
+                               rtol=1e-5)
+
+
+def test_bridge_endpoints_and_dimension_check():
+    def model_a():
+        numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    def model_b():
+        numpyro.sample("x", dist.StudentT(4.0, 1.0, 2.0).expand([2]).to_event(1))
+
+    a, b = Target.from_model(model_a), Target.from_model(model_b)
+    path = helmholtz.target.bridge(a, b)
+    z = jnp.array([0.4, -1.3])
+    la, lb = a.log_density(z), b.log_density(z)
+    prior, lik = path.log_prior_and_likelihood(z)
+    np.testing.assert_allclose([prior, lik], [la, lb - la], rtol=1e-6)
+    np.testing.assert_allclose(path.tempered(0.0).log_density(z), la, rtol=1e-6)
+    np.testing.assert_allclose(path.tempered(1.0).log_density(z), lb, rtol=1e-6)
+    np.testing.assert_allclose(path.tempered(0.25).log_density(z), 0.75 * la + 0.25 * lb,
+                               rtol=1e-6)
+    np.testing.assert_allclose(path.log_density(z), lb, rtol=1e-6)
+    assert path.dim == 2
+    # a pytree: jit through it; a new bridge of the same pair reuses the compilation
+    traces = []
+
+    @jax.jit
+    def g(p, beta, z):
+        traces.append(1)
+        return p.tempered(beta).log_density(z)
+
+    np.testing.assert_allclose(g(path, 0.5, z), 0.5 * (la + lb), rtol=1e-6)
+    np.testing.assert_allclose(g(helmholtz.target.bridge(a, b), 0.1, z), 0.9 * la + 0.1 * lb,
+                               rtol=1e-6)
+    assert len(traces) == 1
+    np.testing.assert_allclose(helmholtz.target.bridge(b, a).log_likelihood(z), la - lb,
+                               rtol=1e-6)
+
+    def model_c():
+        numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+
+    with pytest.raises(helmholtz.ModelError, match=r"cannot bridge 'model_a' \(dim 2\) and "
+                                                   r"'model_c' \(dim 3\)"):
+        helmholtz.target.bridge(a, Target.from_model(model_c))
+
+
+def _param_model(y=None):
+    scale = numpyro.param("scale", 2.0, constraint=dist.constraints.positive)
+    w = numpyro.param("w", jnp.array([0.2, 0.3, 0.5]), constraint=dist.constraints.simplex)
+    x = numpyro.sample("x", dist.Normal(0.0, scale))
+    with numpyro.plate("n", 3):
+        numpyro.sample("y", dist.Normal(x * w, 1.0), obs=y)
+
+
+def test_param_sites_constraints_and_log_joint_gradient(x64):
+    y = jnp.array([0.5, -0.2, 1.1])
+    t = Target.from_model(_param_model, y=y)
+    info = {p.name: p for p in t.param_sites}
+    assert info["w"].shape == (3,) and info["w"].unconstrained_shape == (2,)
+    assert info["scale"].constraint is dist.constraints.positive
+    u = t.unconstrain_params(t.params)
+    np.testing.assert_allclose(u["scale"], np.log(2.0), rtol=1e-12)
+    back = t.constrain_params(u)
+    np.testing.assert_allclose(back["w"], [0.2, 0.3, 0.5], rtol=1e-12)
+    z = jnp.array([0.8])
+    np.testing.assert_allclose(t.log_joint(u, z), t.log_density(z), rtol=1e-12)
+    # ∂/∂log s of log N(x; 0, s) = x²/s² − 1 (no Jacobian of θ)
+    g = jax.grad(t.log_joint)(u, z)
+    np.testing.assert_allclose(g["scale"], 0.8**2 / 2.0**2 - 1.0, rtol=1e-10)
+    # and the simplex coordinates against central finite differences
+    eps = 1e-6
+    for i in range(2):
+        e = jnp.zeros(2).at[i].set(eps)
+        fd = (t.log_joint({**u, "w": u["w"] + e}, z)
+              - t.log_joint({**u, "w": u["w"] - e}, z)) / (2 * eps)
+        np.testing.assert_allclose(g["w"][i], fd, rtol=1e-6)
+    # a rebuilt Target (new data) keeps the spec equal: constraints compared by value
+    assert t.compile_key == t.with_data(y=y + 1.0).compile_key
+    with pytest.raises(ValueError, match="unknown param sites"):
+        t.log_joint({"loc": 0.0}, z)
+
+
+def test_jacobian_false_gives_constrained_modes(x64):
+    def model():
+        numpyro.sample("s", dist.LogNormal(0.3, 0.5))
+        numpyro.sample("g", dist.Gamma(3.0, 2.0))
+        numpyro.sample("b", dist.Beta(3.0, 5.0))
+
+    def argmax(target):
+        grad = jax.jit(jax.grad(target.log_density))
+        z = jnp.zeros(target.dim)
+        for _ in range(3000):
+            z = z + 0.05 * grad(z)
+        return target.constrain(z)
+
+    t = Target.from_model(model)
+    map_x = argmax(t.without_jacobian())
+    # modes of the constrained densities
+    np.testing.assert_allclose(map_x["s"], np.exp(0.3 - 0.5**2), rtol=1e-6)
+    np.testing.assert_allclose(map_x["g"], (3.0 - 1.0) / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(map_x["b"], (3.0 - 1.0) / (3.0 + 5.0 - 2.0), rtol=1e-6)
+    # with the Jacobian: modes in log / logit space
+    map_z = argmax(t)
+    np.testing.assert_allclose(map_z["s"], np.exp(0.3), rtol=1e-6)
+    np.testing.assert_allclose(map_z["g"], 3.0 / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(map_z["b"], 3.0 / 8.0, rtol=1e-6)
+    # the keyword form, a model keyword named `jacobian`, and the compile key
+    t2 = Target.from_model(model, jacobian=False)
+    assert not t2.jacobian and t2.compile_key != t.compile_key
+    assert t2.compile_key == t.without_jacobian().compile_key
+
+    def with_kw(jacobian=1.0):
+        numpyro.sample("x", dist.Normal(jacobian, 1.0))
+
+    t3 = Target.from_model(with_kw, model_kwargs={"jacobian": 4.0})
+    np.testing.assert_allclose(t3.log_density(jnp.array([4.0])), -0.5 * np.log(2 * np.pi))
+
+
+def test_plated_constrained_site_counts_its_jacobian_once():
+    def model():
+        with numpyro.plate("n", 4):
+            numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+    t = Target.from_model(model)
+    z = jnp.array([0.0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(t.log_density(z),
+                               -potential_energy(model, (), {}, {"s": z}), rtol=1e-6)
+    np.testing.assert_allclose(t.log_density(z), dist.Normal(0, 1).log_prob(z).sum(),
+                               rtol=1e-6)
+
+
+Y_MIX = np.array([-1.2, -0.4, 0.1, 2.2, 2.9, 3.4])
+
+
+def gmm(y, marked=True):
+    w = numpyro.sample("w", dist.Dirichlet(jnp.ones(2)))
+    mu = numpyro.sample("mu", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+    with numpyro.plate("n", y.shape[0]):
+        infer = {"enumerate": "parallel"} if marked else {}
+        k = numpyro.sample("k", dist.Categorical(w), infer=infer)
+        numpyro.sample("y", dist.Normal(mu[k], 1.0), obs=y)
+
+
+def _gmm_by_hand(c):
+    w, mu = c["w"], c["mu"]
+    prior = dist.Dirichlet(jnp.ones(2)).log_prob(w) + dist.Normal(0, 3).log_prob(mu).sum()
+    lik = jax.nn.logsumexp(jnp.log(w) + dist.Normal(mu, 1.0).log_prob(Y_MIX[:, None]), -1)
+    return prior, lik.sum()
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_enumerated_mixture_marginal_matches_logsumexp_and_numpyro(x64, marked):
+    from numpyro.contrib.funsor import config_enumerate, enum
+    from numpyro.contrib.funsor import log_density as enum_log_density
+    from numpyro.infer.util import potential_energy as numpyro_potential
+
+    t = Target.from_model(gmm, Y_MIX, marked=marked)
+    assert t.dim == 1 + 2 and t.enumerated_names == ("k",)
+    zs = jax.random.normal(jax.random.key(7), (4, t.dim))
+    for z in zs:
+        c = t.constrain(z)
+        prior, lik = _gmm_by_hand(c)
+        jac = float(t.log_density(z) - t.without_jacobian().log_density(z))
+        np.testing.assert_allclose(t.log_density(z) - jac, prior + lik, rtol=1e-12)
+        ours_prior, ours_lik = t.log_prior_and_likelihood(z)
+        np.testing.assert_allclose(ours_lik, lik, rtol=1e-12)
+        np.testing.assert_allclose(ours_prior - jac, prior, rtol=1e-12)
+        theirs, _ = enum_log_density(enum(config_enumerate(gmm), -2), (Y_MIX,),
+                                     {"marked": marked}, c)
+        np.testing.assert_allclose(t.without_jacobian().log_density(z), theirs, rtol=1e-12)
+        np.testing.assert_allclose(
+            t.log_density(z), -numpyro_potential(enum(config_enumerate(gmm), -2), (Y_MIX,),
+                                                 {"marked": marked}, t.unravel(z), enum=True),
+            rtol=1e-12)
+    grad = jax.jit(jax.grad(t.log_density))
+    g = grad(zs[0])
+    eps = 1e-6
+    for i in range(t.dim):
+        e = jnp.zeros(t.dim).at[i].set(eps)
+        fd = (t.log_density(zs[0] + e) - t.log_density(zs[0] - e)) / (2 * eps)
+        np.testing.assert_allclose(g[i], fd, rtol=1e-6)
+
+
+def test_enumerated_prior_when_a_continuous_site_depends_on_a_discrete_one(x64):
+    def model():
+        k = numpyro.sample("k", dist.Bernoulli(0.3))
+        x = numpyro.sample("x", dist.Normal(3.0 * k, 1.0))
+        numpyro.sample("y", dist.Normal(x, 0.5), obs=1.0)
+
+    t = Target.from_model(model)
+    for x in (-0.7, 1.4, 3.2):
+        z = jnp.array([x])
+        prior = jnp.logaddexp(np.log(0.7) + dist.Normal(0.0, 1.0).log_prob(x),
+                              np.log(0.3) + dist.Normal(3.0, 1.0).log_prob(x))
+        lp, ll = t.log_prior_and_likelihood(z)
+        np.testing.assert_allclose(lp, prior, rtol=1e-12)
+        np.testing.assert_allclose(ll, dist.Normal(x, 0.5).log_prob(1.0), rtol=1e-12)
+
+
+def test_sample_discrete_draws_the_conditional_posterior(x64):
+    t = Target.from_model(gmm, Y_MIX)
+    z = t.unconstrain({"w": jnp.array([0.4, 0.6]), "mu": jnp.array([-0.5, 3.0])})
+    logits = jnp.log(jnp.array([0.4, 0.6])) + dist.Normal(jnp.array([-0.5, 3.0]),
+                                                          1.0).log_prob(Y_MIX[:, None])
+    p1 = jax.nn.softmax(logits, -1)[:, 1]
+    n = 2000
+    ks = jax.jit(jax.vmap(lambda key: t.sample_discrete(key, z)["k"]))(
+        jax.random.split(jax.random.key(8), n))
+    freq = np.asarray(ks).mean(0)
+    se = np.sqrt(np.asarray(p1) * (1 - np.asarray(p1)) / n) + 1e-3
+    assert np.all(np.abs(freq - p1) < 4 * se), (freq, p1)
+
+
+def test_discrete_sites_that_cannot_be_enumerated_are_named():
+    def poisson():
+        n = numpyro.sample("n_events", dist.Poisson(3.0))
+        numpyro.sample("x", dist.Normal(n, 1.0))
+
+    def sequential():
+        numpyro.sample("k", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(helmholtz.ModelError,
+                       match=r"discrete latent site 'n_events' \(Poisson\) with infinite "
+                             r"support.*Categorical over a finite range"):
+        Target.from_model(poisson)
+    with pytest.raises(helmholtz.ModelError, match="'k' is marked enumerate='sequential'"):
+        Target.from_model(sequential)
+
+
+def test_improper_reference_error_names_the_site():
+    def model():
+        numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("flat", dist.ImproperUniform(dist.constraints.positive, (), ()))
+
+    t = Target.from_model(model)
+    with pytest.raises(helmholtz.ModelError, match=r"no proper reference.*\['flat'\]"):
+        t.sample_reference(jax.random.key(0))
+
+
+def test_simulate_passes_the_exact_sample_to_the_constructor():
+    X, y = classic.linear_gaussian_data(0)
+    target = Target.from_model(classic.linear_gaussian, X, y=y)
+    assert target.exact_sample is None
+    sim, z_true = target.simulate(jax.random.key(3))
+    assert sim.exact_sample is z_true
+    # host-side only: not a pytree leaf, and gone after a round trip or a data swap
+    assert not any(leaf is z_true for leaf in jax.tree_util.tree_leaves(sim))
+    assert jax.tree_util.tree_map(lambda x: x, sim).exact_sample is None
+    assert sim.with_params({}).exact_sample is None
