@@ -346,8 +346,7 @@ class AIS(_Annealing):
         incr = jnp.where(beta != beta_prev, (beta - beta_prev) * loglik, 0.0)
         log_weight = state.log_weight + jnp.where(jnp.isnan(incr), -jnp.inf, incr)
 
-        def logdensity_fn(z):
-            return target.log_prior(z) + beta * target.log_likelihood(z)
+        logdensity_fn = target.tempered(beta).log_density  # one model trace per call
 
         init_fn, kernel_fn = _transition(self.move, self.step_size_jitter)
 

@@ -48,6 +48,7 @@ from helmholtz.engines.base import Phase, register, with_options
 from helmholtz.errors import ModelError
 from helmholtz.free_energy import bar, bar_overlap, overlap_warning
 from helmholtz.result import FreeEnergy, Result
+from helmholtz.target import bridge
 
 __all__ = ["ReverseAIS", "BAR", "exact_posterior_moments", "exact_draws", "bridge_works"]
 
@@ -117,35 +118,6 @@ def _start_state(ais: AIS, position) -> AISState:
     dtype = position.dtype
     return AISState(position, jnp.zeros(position.shape[0], dtype),
                     jnp.asarray(ais.step_size, dtype))
-
-
-class _Bridge:
-    """The geometric path between two Targets over the same flat vector, seen as a
-    Target: log π_λ = log p_A + λ (log p_B − log p_A). A pytree of the two Targets."""
-
-    def __init__(self, target_a, target_b):
-        self.a, self.b = target_a, target_b
-
-    @property
-    def dim(self) -> int:
-        return self.a.dim
-
-    @property
-    def name(self) -> str:
-        return f"{self.a.name}→{self.b.name}"
-
-    def log_prior(self, z):
-        return self.a.log_density(z)
-
-    def log_likelihood(self, z):
-        return self.b.log_density(z) - self.a.log_density(z)
-
-    def log_density(self, z):
-        return self.b.log_density(z)
-
-
-jax.tree_util.register_pytree_node(_Bridge, lambda b: ((b.a, b.b), None),
-                                   lambda _, c: _Bridge(*c))
 
 
 class ReverseState(NamedTuple):
@@ -352,9 +324,9 @@ class _BridgeBAR(BAR):
     name = "bar-between"
 
     def start(self, rng_key, bridge, run):
-        k_a, k_b = jax.random.split(rng_key)
-        return BARState(_start_state(self, _draw_exact(bridge.a, k_a, self.num_particles, run)),
-                        _start_state(self, _draw_exact(bridge.b, k_b, self.num_particles, run)))
+        (a, b), (k_a, k_b) = bridge.targets, jax.random.split(rng_key)
+        return BARState(_start_state(self, _draw_exact(a, k_a, self.num_particles, run)),
+                        _start_state(self, _draw_exact(b, k_b, self.num_particles, run)))
 
     def result(self, rng_key, target, state, infos, run):
         return self.works(state)
@@ -375,4 +347,4 @@ def bridge_works(target_a, target_b, rng_key, *, num_particles: int = 1000,
             f"{target_a.dim} ('{target_a.name}') and {target_b.dim} ('{target_b.name}')")
     engine = with_options(_BridgeBAR(), {"num_particles": num_particles,
                                          "num_temperatures": num_temperatures, **ais_options})
-    return run_engine(engine, _Bridge(target_a, target_b), rng_key)
+    return run_engine(engine, bridge(target_a, target_b), rng_key)

@@ -101,10 +101,19 @@ class SMC(_Annealing):
                         {k: nan for k in _TRACE})
 
     def step(self, rng_key, target, state: SMCState, x=None):
-        """One tempering step: choose β, reweight, resample, move."""
+        """One tempering step: choose β, reweight, resample, move.
+
+        blackjax's tempered kernel moves the particles at the current β on
+        ``log_prior + β · log_likelihood``, two model traces per gradient; the move here
+        is given the Target's one-trace tempered view at that same β instead (the
+        density blackjax passes in is ignored), which is the same function.
+        """
         init_fn, kernel_fn = _transition(self.move, self.step_size_jitter)
+        logdensity = target.tempered(state.smc.tempering_param).log_density
         kernel = blackjax.adaptive_tempered_smc.build_kernel(
-            target.log_prior, target.log_likelihood, kernel_fn, init_fn,
+            target.log_prior, target.log_likelihood,
+            lambda key, s, _, **params: kernel_fn(key, s, logdensity, **params),
+            lambda position, _: init_fn(position, logdensity),
             resampling.systematic, self.target_ess)
         particles = state.smc.particles
         dtype = particles.dtype

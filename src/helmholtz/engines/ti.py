@@ -50,21 +50,6 @@ class TIState(NamedTuple):
     beta: jax.Array
 
 
-class _Tempered:
-    """The tempered view of a Target that NUTS sees: log prior + β · log likelihood."""
-
-    def __init__(self, target, beta):
-        self._target = target
-        self._beta = beta
-
-    @property
-    def dim(self) -> int:
-        return self._target.dim
-
-    def log_density(self, z):
-        return self._target.log_prior(z) + self._beta * self._target.log_likelihood(z)
-
-
 def power_ladder(num_rungs: int, power: float = 5.0) -> np.ndarray:
     """β_k = (k / (R − 1))^power for k = 0 … R − 1 (Friel & Pettitt 2008).
 
@@ -223,10 +208,10 @@ class TI(Engine):
 
     # ---- pure functions over one chain
     def init(self, rng_key, target, position, beta=1.0) -> TIState:
-        return TIState(self._nuts().init(rng_key, _Tempered(target, beta), position), beta)
+        return TIState(self._nuts().init(rng_key, target.tempered(beta), position), beta)
 
     def warmup_step(self, rng_key, target, state: TIState, stage):
-        inner, info = self._nuts().warmup_step(rng_key, _Tempered(target, state.beta),
+        inner, info = self._nuts().warmup_step(rng_key, target.tempered(state.beta),
                                                state.inner, stage)
         return TIState(inner, state.beta), info
 
@@ -235,7 +220,7 @@ class TI(Engine):
 
     def step(self, rng_key, target, state: TIState, x=None):
         """One NUTS draw at the chain's β, with log L at the new position."""
-        inner, stats = self._nuts().step(rng_key, _Tempered(target, state.beta), state.inner)
+        inner, stats = self._nuts().step(rng_key, target.tempered(state.beta), state.inner)
         stats["log_likelihood"] = target.log_likelihood(inner.kernel.position)
         return TIState(inner, state.beta), stats
 
