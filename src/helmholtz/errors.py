@@ -1,7 +1,7 @@
 """Errors that name the problem in one paragraph (the CLI prints them without a traceback)."""
 
 __all__ = ["HelmholtzError", "ModelError", "EngineError", "InitializationError", "OptionError",
-           "CheckpointError", "RunError"]
+           "CheckpointError", "RunError", "ResultFileError"]
 
 
 class HelmholtzError(Exception):
@@ -32,4 +32,14 @@ class CheckpointError(HelmholtzError, ValueError):
 
 
 class RunError(HelmholtzError, RuntimeError):
-    """A run stopped early or its result cannot be trusted (raised on request)."""
+    """A run did not finish cleanly or its result cannot be trusted (raised on request,
+    by ``Status.raise_for_status`` or ``infer(..., raise_on_error=True)``); ``status``
+    holds the Status that caused it."""
+
+    def __init__(self, message: str, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class ResultFileError(HelmholtzError, ValueError):
+    """A file is not a helmholtz result file, or is a corrupt one."""

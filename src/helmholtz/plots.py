@@ -1,6 +1,7 @@
 """Pictures of Results: trace plots, objective curves and side-by-side engine comparisons.
 
-Drawn with matplotlib by hand rather than with ``arviz.plot_trace`` (which works here)
+Drawn with matplotlib by hand rather than with arviz's trace plot (which works here, see
+:func:`helmholtz._arviz.plot_trace` for arviz 0.23 and 1.x alike)
 because engines that return importance-weighted particles need weighted marginals, and a
 site with thousands of components (a pixelated source) must be cut to a few lines.
 
@@ -122,6 +123,8 @@ def plot_trace(result, path=None, max_vars: int = 6):
     matplotlib.figure.Figure
     """
     names = list(result.samples)[:max_vars]
+    if not names:
+        raise ValueError(f"result of engine '{result.engine}' has no samples to plot")
     fig = _figure(path, (11.0, 0.6 + 2.0 * max(1, len(names))))
     axes = fig.subplots(len(names), 2, squeeze=False, width_ratios=[1, 1.6])
     weights = draw_weights(result)
@@ -162,7 +165,7 @@ def plot_trace(result, path=None, max_vars: int = 6):
     axes[-1, 1].set_xlabel("particle" if weights is not None else "draw")
     chains = f"{result.num_chains} chain{'s' if result.num_chains > 1 else ''}"
     fig.suptitle(f"{result.model} — {result.engine} ({chains} × {result.num_draws} draws)   "
-                 f"{result.free_energy}", fontsize=11)
+                 f"{result.free_energy}{_status_note(result)}", fontsize=11)
     return _finish(fig, path)
 
 
@@ -213,9 +216,15 @@ def plot_loss(result, path=None, keys=None):
         ax.set_ylabel(key)
         ax.legend(loc="upper right", fontsize=8, frameon=False)
     axes[-1].set_xlabel("step")
-    fig.suptitle(f"{result.model} — {result.engine}: objective   {result.free_energy}",
-                 fontsize=11)
+    fig.suptitle(f"{result.model} — {result.engine}: objective   {result.free_energy}"
+                 f"{_status_note(result)}", fontsize=11)
     return _finish(fig, path)
+
+
+def _status_note(result) -> str:
+    """`` [status max_steps: ...]`` for a run that did not end ok, else nothing."""
+    status = getattr(result, "status", None)
+    return "" if status is None or status.ok else f"\n[status {status}]"
 
 
 def _colors():
@@ -285,9 +294,14 @@ def _free_energy_panel(ax, results, colors):
             ax.annotate("not\nestimated", (i, 0.5), xycoords=("data", "axes fraction"),
                         ha="center", va="center", fontsize=8, color=colors[i % len(colors)])
             continue
+        color = colors[i % len(colors)]
         ax.errorbar([i], [fe.value], yerr=[2 * fe.se if np.isfinite(fe.se) else 0.0],
-                    fmt=markers.get(fe.kind, "o"), color=colors[i % len(colors)], capsize=4,
-                    ms=7)
+                    fmt=markers.get(fe.kind, "o"), color=color, capsize=4, ms=7,
+                    mfc="none" if fe.warning else color)
+        if fe.warning or not r.status.ok:  # hollow marker and a word: do not trust the bar
+            ax.annotate("unreliable" if fe.warning else r.status.code, (i, fe.value),
+                        textcoords="offset points", xytext=(0, -16), ha="center",
+                        fontsize=7, color=color)
     if exact is not None:
         ax.axhline(exact, color="black", ls="--", lw=1.0, label=f"exact {exact:.4g}")
         ax.legend(fontsize=8, frameon=False)
