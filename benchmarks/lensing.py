@@ -55,7 +55,7 @@ TRUTH = dict(
 )
 # NUTS starts the way lens modelling does (tests/models/lensing/test_inference.py):
 # first_guess from the image → SVI (full-rank normal) → NUTS from the SVI medians.
-SVI_OPTIONS = dict(guide="mvn", num_steps=10000, learning_rate=0.02, num_samples=200,
+SVI_OPTIONS = dict(guide="mvn", num_optimizer_steps=10000, learning_rate=0.02, num_samples=200,
                    num_elbo_samples=200, init_strategy="median")
 
 

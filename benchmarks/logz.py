@@ -102,16 +102,16 @@ def engine_options(engine: str, args) -> dict:
     """The budget of each engine, from the command-line flags."""
     if engine == "smc":
         return dict(num_particles=args.particles, num_replicates=args.replicates,
-                    num_mcmc_steps=args.mcmc_steps, kernel=args.kernel,
+                    num_mcmc_steps=args.mcmc_steps, move=args.kernel,
                     target_ess=args.target_ess)
     if engine == "ais":
-        return dict(num_particles=args.particles * args.replicates, num_steps=args.steps,
-                    kernel=args.kernel)
+        return dict(num_particles=args.particles * args.replicates, num_temperatures=args.steps,
+                    move=args.kernel)
     if engine == "ti":
         return dict(num_rungs=args.rungs, num_chains=args.chains, num_warmup=args.warmup,
                     num_samples=args.samples)
     if engine == "svi":
-        return dict(guide=args.guide, num_steps=args.svi_steps)
+        return dict(guide=args.guide, num_optimizer_steps=args.svi_steps)
     if engine == "nuts":
         return dict(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
     raise SystemExit(f"unknown engine {engine!r}; use some of {', '.join(ALL_ENGINES)}")
@@ -177,15 +177,14 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
 
     def mcmc_step_fn(key, state, logdensity_fn, step_size, inverse_mass_matrix):
         return hmc(key, state, logdensity_fn, step_size, inverse_mass_matrix,
-                   smc.num_integration_steps)
+                   smc.move.num_integration_steps)
 
     kernel = blackjax.adaptive_tempered_smc.build_kernel(
         target.log_prior, target.log_likelihood, mcmc_step_fn, blackjax.hmc.init,
         resampling.systematic, smc.target_ess)
     optimal_acceptance = 0.65
 
-    def run_one(rng_key):
-        k_init, k_run = jax.random.split(rng_key)
+    def run_one(k_init, k_run):
         z = target.sample_reference(k_init, smc.num_particles)
         state = blackjax.adaptive_tempered_smc.init(z)
         state = state._replace(tempering_param=jnp.zeros((), z.dtype))
@@ -194,7 +193,7 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
 
         def cond(carry):
             state, _, _, i = carry
-            return (state.tempering_param < 1.0 - 1e-6) & (i < smc.max_steps)
+            return (state.tempering_param < 1.0 - 1e-6) & (i < smc.max_num_temperatures)
 
         def body(carry):
             state, step_size, log_z, i = carry
@@ -211,9 +210,11 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
         return state.particles, state.weights, log_z, steps
 
     def run(rng_key):
-        # helmholtz's smc splits the key into one per replicate; do the same for R runs
-        keys = jax.random.split(rng_key, smc.num_replicates)
-        return jax.vmap(run_one)(keys)
+        # helmholtz's driver splits the key into a start key and a phase key, and each
+        # into one key per replicate; do the same for R runs
+        k_start, k_phase = jax.random.split(rng_key)
+        return jax.vmap(run_one)(jax.random.split(k_start, smc.num_replicates),
+                                 jax.random.split(k_phase, smc.num_replicates))
 
     # compiled with the options helmholtz's driver uses, so the ratio is like for like
     return jax.jit(run, compiler_options=cpu_compiler_options() or None)
@@ -226,7 +227,8 @@ def compare_smc(args):
         target = make_target(tname)
         smc = helmholtz.get_engine("smc", **engine_options("smc", args)).replace(
             num_replicates=args.compare_replicates)
-        if (smc.kernel, smc.precondition, smc.adapt_step_size) != ("hmc", True, True):
+        if (type(smc.move).__name__, smc.precondition, smc.adapt_step_size) != (
+                "HMC", True, True):
             raise SystemExit("the comparison is written for kernel=hmc with preconditioning "
                              "and step-size adaptation (the engine's defaults)")
         exe = blackjax_smc(target, smc)
@@ -364,7 +366,7 @@ def main(argv=None):
                      "run ratio", "wall ratio", "same log Z"], crow))
         print()
         print(f"helmholtz smc (num_replicates=R) vs R vmapped hand-written blackjax "
-              f"adaptive_tempered_smc runs (HMC, {comparisons[0]['smc'].num_integration_steps}"
+              f"adaptive_tempered_smc runs (HMC, {comparisons[0]['smc'].move.num_integration_steps}"
               f" leapfrog steps, preconditioned, adapted step size), same keys. Medians "
               f"over {args.repeats} ABBA rounds after a compiling call. run ratio: helmholtz "
               f"Result.run_seconds / blackjax call; wall ratio: whole infer call / blackjax.")

@@ -148,3 +148,18 @@ def test_fitted_guide_draws_again_from_the_posterior():
     np.testing.assert_allclose(draws.std(0), sd, rtol=0.1)
     again = r.fitted.sample(jax.random.key(9), 4000)["w"]
     np.testing.assert_array_equal(draws, again)
+
+
+def test_saved_guide_loads_and_draws_without_retraining(tmp_path):
+    """A trained guide saved with its Result draws the same samples after loading, with
+    its Target rebuilt from the model's name and arguments, or given explicitly."""
+    target = get("linear_gaussian").target(seed=0)
+    r = helmholtz.infer(target, "svi", seed=1, num_optimizer_steps=300, num_samples=50,
+                        num_elbo_samples=50)
+    path = r.save(tmp_path / "svi.nc")
+    key = jax.random.key(4)
+    expected = r.fitted.sample(key, 200)["w"]
+    for loaded in (helmholtz.Result.load(path), helmholtz.Result.load(path, target=target)):
+        assert type(loaded.fitted).__name__ == "FittedGuide"
+        np.testing.assert_array_equal(loaded.fitted.sample(key, 200)["w"], expected)
+    assert helmholtz.Result.load(path).estimates["is"].kind == "unbiased-Z estimate"

@@ -45,7 +45,7 @@ results = [
     helmholtz.infer(target, "nuts", seed=0, num_warmup=500, num_samples=1000),
     helmholtz.infer(target, "hmc", seed=0, num_warmup=500, num_samples=1000),
     helmholtz.infer(target, "mala", seed=0, num_warmup=500, num_samples=1000),
-    helmholtz.infer(target, "svi", seed=0, guide="mvn", num_steps=4000, learning_rate=0.02),
+    helmholtz.infer(target, "svi", seed=0, guide="mvn", num_optimizer_steps=4000, learning_rate=0.02),
 ]
 for r in results:
     w = r.samples["w"].reshape(-1, 3)

@@ -107,7 +107,7 @@ print(f"peak S/N per pixel: {float((noiseless / sigma).max()):.1f}")
 guess = first_guess(data, CONFIG)
 print("rough guess:", {k: round(float(v), 3) for k, v in guess.items()})
 target = helmholtz.Target.from_model(parametric_lens_model, CONFIG, data, sigma=sigma)
-svi = helmholtz.infer(target, "svi", seed=1, guide="mvn", num_steps=5000, learning_rate=0.02,
+svi = helmholtz.infer(target, "svi", seed=1, guide="mvn", num_optimizer_steps=5000, learning_rate=0.02,
                       num_samples=500, num_elbo_samples=500, init_values=guess,
                       init_strategy="median")
 start = {s.name: float(np.median(svi.samples[s.name])) for s in target.sites}

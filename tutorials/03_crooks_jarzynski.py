@@ -88,14 +88,14 @@ print(f"exact log Z = {log_z:.4f}, so ΔF = {delta_f:.4f} kT")
 # %%
 STEPS = (10, 30, 100, 300, 1000, 3000)
 NUM_PARTICLES = 2000
-options = dict(num_particles=NUM_PARTICLES, kernel="mala", num_mcmc_steps=1, step_size=0.3,
+options = dict(num_particles=NUM_PARTICLES, move="mala", num_mcmc_steps=1, step_size=0.3,
                precondition=False, adapt_step_size=False)
 
 runs = {}
 t0 = time.perf_counter()
 for k in STEPS:
-    fwd = helmholtz.infer(target, "ais", seed=k, num_steps=k, **options)
-    rev = helmholtz.infer(target, "reverse-ais", seed=10_000 + k, num_steps=k, **options)
+    fwd = helmholtz.infer(target, "ais", seed=k, num_temperatures=k, **options)
+    rev = helmholtz.infer(target, "reverse-ais", seed=10_000 + k, num_temperatures=k, **options)
     w_f = fwd.stats["work"].ravel().astype(np.float64)
     w_r = rev.stats["work"].ravel().astype(np.float64)
     runs[k] = dict(w_f=w_f, w_r=w_r, fwd=fwd, rev=rev, bar=bar(w_f, w_r),  # (ΔF, se)
@@ -271,7 +271,7 @@ for k, grads, d_f, d_r, jf, jf_se, jr, jr_se, b, b_se in rows:
 # `result.config`.
 
 # %%
-r = helmholtz.infer(target, "bar", seed=1, num_steps=300, **options)
+r = helmholtz.infer(target, "bar", seed=1, num_temperatures=300, **options)
 print(r.free_energy)
 print(f"forward (Jarzynski) {r.config['forward_log_z']:.3f} ± {r.config['forward_log_z_se']:.3f}, "
       f"reverse {r.config['reverse_log_z']:.3f} ± {r.config['reverse_log_z_se']:.3f}: in "
@@ -312,14 +312,14 @@ def crooks_slope(w_f, w_r, num_bins=12, min_count=3):
     return float(np.polyfit(centres, log_ratio, 1, w=1 / np.sqrt(1 / n_f[ok] + 1 / n_r[ok]))[0])
 
 
-adaptive = dict(num_particles=NUM_PARTICLES, kernel="mala", num_mcmc_steps=1)
+adaptive = dict(num_particles=NUM_PARTICLES, move="mala", num_mcmc_steps=1)
 print(f"{'K':>5} {'kernel':>9} {'Crooks slope':>12} {'BAR log Z':>16}  (exact {log_z:.3f})")
 for k in (30, 100, 1000):
-    w_f = helmholtz.infer(target, "ais", seed=k, num_steps=k, **adaptive).stats["work"]
-    w_r = helmholtz.infer(target, "reverse-ais", seed=10_000 + k, num_steps=k,
+    w_f = helmholtz.infer(target, "ais", seed=k, num_temperatures=k, **adaptive).stats["work"]
+    w_r = helmholtz.infer(target, "reverse-ais", seed=10_000 + k, num_temperatures=k,
                           **adaptive).stats["work"]
     w_f, w_r = (np.asarray(w, np.float64).ravel() for w in (w_f, w_r))
-    replayed = helmholtz.infer(target, "bar", seed=k, num_steps=k, **adaptive)
+    replayed = helmholtz.infer(target, "bar", seed=k, num_temperatures=k, **adaptive)
     w_rep = [np.asarray(replayed.stats[s], np.float64).ravel() for s in ("work", "reverse_work")]
     for name, (wf, wr) in (("fixed", (runs[k]["w_f"], runs[k]["w_r"])),
                            ("adaptive", (w_f, w_r)), ("replayed", w_rep)):

@@ -11,6 +11,18 @@ import numpyro.distributions as dist
 __all__ = ["boltzmann"]
 
 
+def _check_arguments(energy_fn, base, temperature) -> None:
+    if not callable(energy_fn):
+        raise TypeError(f"boltzmann: energy_fn must be callable, got {type(energy_fn).__name__}")
+    if not isinstance(base, dist.Distribution):
+        raise TypeError(
+            "boltzmann: base must be a numpyro Distribution (a proper reference measure), "
+            f"got {type(base).__name__}"
+        )
+    if not float(temperature) > 0:
+        raise ValueError(f"boltzmann: temperature must be positive, got {temperature}")
+
+
 def boltzmann(
     energy_fn: Callable,
     base: dist.Distribution,
@@ -47,15 +59,7 @@ def boltzmann(
     >>> import numpyro.distributions as dist
     >>> model = boltzmann(lambda x: 0.5 * (x**2).sum(), dist.Normal(0, 3).expand([2]).to_event(1))
     """
-    if not callable(energy_fn):
-        raise TypeError(f"boltzmann: energy_fn must be callable, got {type(energy_fn).__name__}")
-    if not isinstance(base, dist.Distribution):
-        raise TypeError(
-            "boltzmann: base must be a numpyro Distribution (a proper reference measure), "
-            f"got {type(base).__name__}"
-        )
-    if not float(temperature) > 0:
-        raise ValueError(f"boltzmann: temperature must be positive, got {temperature}")
+    _check_arguments(energy_fn, base, temperature)
     kT = float(temperature)
 
     def model():

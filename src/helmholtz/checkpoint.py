@@ -73,7 +73,8 @@ class Checkpoint:
             if self.overwrite:
                 return None
             raise CheckpointError(
-                f"checkpoint {path} was written by a different run: {_describe(differs, old, self._fingerprint)}. "
+                f"checkpoint {path} was written by a different run: "
+                f"{_describe(differs, old, self._fingerprint)}. "
                 "Remove it, pass another path, or overwrite it (Checkpoint(path, "
                 "overwrite=True); CLI --overwrite-checkpoint).")
         return _Saved(payload["phase"], payload["done"], _from_host(payload["state"]),
@@ -170,8 +171,9 @@ def fingerprint(engine, target, rng_key) -> dict:
 
     model = target.model
     options = engine.options()
+    name = getattr(model, "__qualname__", repr(model))
     return {
-        "model": f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}",
+        "model": f"{getattr(model, '__module__', '?')}.{name}",
         "model source": _model_source(model),
         "data": _value_digest((target.model_args, target.params, target.observed)),
         "engine": engine.name,

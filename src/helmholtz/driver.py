@@ -308,6 +308,24 @@ def _finish(engine, phase, state):
     return phase.finish(engine, state)
 
 
+def _layout(engine, phase, state, rng_key):
+    """Where a phase runs: the chunk function (sharded over a chain mesh when several
+    devices share the chains), a function that places the state on the devices, and the
+    step key(s): one per chain for per-chain phases."""
+    num_lead = jax.tree_util.tree_leaves(state)[0].shape[0]
+    if not phase.per_chain:
+        place = ((lambda s: _particle_sharding(s, num_lead)) if engine.population
+                 else (lambda s: s))
+        return _chunk, place, rng_key
+    keys = jax.random.split(rng_key, num_lead)
+    mesh = chain_mesh(num_lead)
+    if mesh is None:
+        return _chunk, (lambda s: s), keys
+    where = NamedSharding(mesh, PartitionSpec("chain"))
+    place = lambda s: jax.device_put(s, where)
+    return _sharded(_chunk, mesh), place, place(keys)
+
+
 def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
               resume=None, save=None):
     """Run one phase; returns ``(state, info)`` with the kept info stacked along the step
@@ -318,55 +336,31 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     """
     n = phase.num_steps
     xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
-    if xs is None:
-        xs = jnp.arange(n, dtype=jnp.int32)
-    xs = jax.tree_util.tree_map(jnp.asarray, xs)
-    open_ended = phase.until is not None
+    xs = jax.tree_util.tree_map(jnp.asarray, jnp.arange(n, dtype=jnp.int32) if xs is None
+                                else xs)
+    chunk_fn, place, keys = _layout(engine, phase, state, rng_key)
+    sharded = chunk_fn is not _chunk
     group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
-    num_lead = jax.tree_util.tree_leaves(state)[0].shape[0]
-    keys = jax.random.split(rng_key, num_lead) if phase.per_chain else rng_key
-
-    mesh = chain_mesh(num_lead) if phase.per_chain else None
-    chunk_fn = _chunk if mesh is None else _sharded(_chunk, mesh)
-    place = lambda s: s
-    if mesh is not None:
-        where = NamedSharding(mesh, PartitionSpec("chain"))
-        place = lambda s: jax.device_put(s, where)
-        keys = place(keys)
-    elif not phase.per_chain and engine.population:
-        place = lambda s: _particle_sharding(s, num_lead)
-
-    chunked = run.progress_bar or run.checkpoint is not None
-    size = _chunk_size(n, 20 if chunked else 1) if n else 0
-    done, chunks = 0, []
-    if resume is not None:
-        done, state, chunks = resume
+    size = _chunk_size(n, 20 if (run.progress_bar or run.checkpoint) else 1) if n else 0
+    done, chunks = (0, []) if resume is None else (resume[0], resume[2])
+    state = state if resume is None else resume[1]
     static = _static_phase(phase)
     bar = _progress(f"{engine.name} {phase.name}", n, done, run.progress_bar and n > 0)
     try:
         while done < n:
             state = place(state)
-            if open_ended:
-                args = (engine, static, target, state, keys, jnp.int32(done), jnp.int32(size),
-                        group)
-            else:
-                args = (engine, static, target, state, keys, jnp.int32(done),
-                        jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs), group)
-            key = ("chunk", chunk_fn is _chunk, mesh is not None)
-            exe = compiled(chunk_fn, *args, key=None if mesh is None else key,
+            rows = (jnp.int32(size) if phase.until is not None else
+                    jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
+            args = (engine, static, target, state, keys, jnp.int32(done), rows, group)
+            exe = compiled(chunk_fn, *args, key=("sharded-chunk",) if sharded else None,
                            timer=run.timer)
             state, out = run.timer.run(exe, *args)
             done += size
-            if open_ended and bool(np.all(np.asarray(out))):
-                done = n
-            elif not open_ended:
+            if phase.until is None:
                 chunks.append(out)
-            if bar is not None:
-                bar.n = done
-                if phase.postfix is not None:
-                    bar.set_postfix(phase.postfix(engine, state, None if open_ended else out),
-                                    refresh=False)
-                bar.refresh()
+            elif bool(np.all(np.asarray(out))):
+                done = n
+            _show(bar, done, phase, engine, state, None if phase.until else out)
             if save is not None:
                 save(done, state, chunks)
     finally:
@@ -378,6 +372,15 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
         return state, None
     axis = 1 if phase.per_chain else 0
     return state, jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=axis), *chunks)
+
+
+def _show(bar, done, phase, engine, state, info):
+    if bar is None:
+        return
+    bar.n = done
+    if phase.postfix is not None:
+        bar.set_postfix(phase.postfix(engine, state, info), refresh=False)
+    bar.refresh()
 
 
 def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoint=None):

@@ -239,6 +239,27 @@ def _given_values(target, values) -> dict:
     return given
 
 
+def _jitter_mask(target, given, strategy) -> np.ndarray:
+    """The coordinates that would start at the same point in every chain."""
+    mask = np.full(target.dim, strategy == "median")
+    for s in target.sites:
+        if s.name in given:
+            mask[s.offset:s.offset + s.size] = True
+    return mask
+
+
+def _check_found(target, z, given, strategy, found, in_support, finite_u):
+    """Raise when a given value lies outside its support, or no candidate was valid."""
+    for i, name in enumerate(given):
+        if not bool(np.all(np.asarray(in_support)[:, i])):
+            raise OptionError(_outside_support(target, name, given[name], "outside"))
+        if not bool(np.all(np.asarray(finite_u)[:, i])):
+            raise OptionError(_outside_support(target, name, given[name], "on the boundary of"))
+    if not bool(np.all(np.asarray(found))):
+        bad = int(np.argmin(np.asarray(found)))
+        raise InitializationError(_describe_failure(target, z[bad], tuple(given), strategy))
+
+
 def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
                       timer: Timer | None = None, *, values=None, jitter: float = 0.0):
     """``num`` starting points in unconstrained space with finite log density and gradient.
@@ -265,12 +286,7 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
         raise OptionError(f"init strategy must be one of {STRATEGIES}, got {strategy!r}")
     given = _given_values(target, values)
     names = tuple(given)
-    mask = np.zeros(target.dim, bool)
-    if strategy == "median":
-        mask[:] = True
-    for s in target.sites:
-        if s.name in given:
-            mask[s.offset:s.offset + s.size] = True
+    mask = _jitter_mask(target, given, strategy)
 
     def fn(target, rng_key, given, jitter):
         median = None
@@ -299,14 +315,7 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
     args = (target, rng_key, given, jitter)
     exe = compiled(fn, *args, key=("init", num, strategy, names), timer=timer)
     z, found, in_support, finite_u = exe(*args) if timer is None else timer.run(exe, *args)
-    for i, name in enumerate(names):
-        if not bool(np.all(np.asarray(in_support)[:, i])):
-            raise OptionError(_outside_support(target, name, given[name], "outside"))
-        if not bool(np.all(np.asarray(finite_u)[:, i])):
-            raise OptionError(_outside_support(target, name, given[name], "on the boundary of"))
-    if not bool(np.all(np.asarray(found))):
-        bad = int(np.argmin(np.asarray(found)))
-        raise InitializationError(_describe_failure(target, z[bad], names, strategy))
+    _check_found(target, z, given, strategy, found, in_support, finite_u)
     return z
 
 

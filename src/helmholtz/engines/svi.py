@@ -32,7 +32,7 @@ from helmholtz.initialize import (
     validate_init_options,
     without_init_options,
 )
-from helmholtz.result import FreeEnergy
+from helmholtz.result import FreeEnergy, register_fitted
 from helmholtz.training import init_training, training_phase, training_status
 
 __all__ = ["SVI", "GUIDES", "flat_model", "FittedGuide"]
@@ -246,21 +246,26 @@ def _constrain_draws(target, z):
     return jax.vmap(target.constrain)(z)
 
 
+@register_fitted
 class FittedGuide:
     """A trained SVI guide: draws new posterior samples without retraining.
 
     ``sample(rng_key, num)`` returns ``{site: array}`` with a leading axis of ``num``
     (constrained values, as ``result.samples`` holds them without the chain axis).
+    Saved with the Result; ``Result.load(path)`` rebuilds the model's Target when the
+    model function can be imported by name and its arguments are arrays or plain values,
+    else pass ``Result.load(path, target=...)``.
     """
 
-    kind = "svi-guide"
+    kind: ClassVar[str] = "svi-guide"
 
     def __init__(self, engine: SVI, params: dict, target):
         self.engine, self.params, self.target = engine, params, target
 
     def sample(self, rng_key, num: int) -> dict:
         if self.target is None:
-            raise ValueError("this fitted guide was loaded without its model: pass "
+            raise ValueError("this fitted guide was loaded without its model (the model "
+                             "function could not be imported by name): pass "
                              "Result.load(path, target=...) to draw from it")
         exe = compiled(_guide_draws, self.engine, self.target, self.params, rng_key, num)
         z = exe(self.engine, self.target, self.params, rng_key, num)
@@ -270,15 +275,75 @@ class FittedGuide:
     def to_saved(self):
         options = {k: v for k, v in self.engine.options().items()
                    if isinstance(v, int | float | str | bool) or v is None}
-        return ({"options": options, "dim": self.target.dim if self.target else None},
-                {k: np.asarray(v) for k, v in self.params.items()})
+        meta = {"options": options, "dim": self.target.dim, **_model_reference(self.target)}
+        return meta, {k: np.asarray(v) for k, v in self.params.items()}
 
     @classmethod
     def from_saved(cls, meta, arrays, target=None):
         from helmholtz.engines.base import with_options
 
         engine = with_options(SVI(), meta["options"])
-        if target is not None and meta.get("dim") not in (None, target.dim):
+        if target is None:
+            target = _target_from_reference(meta)
+        if target is not None and meta.get("dim") != target.dim:
             raise ValueError(f"the saved guide is over {meta['dim']} dimensions, the target "
                              f"'{target.name}' has {target.dim}")
         return cls(engine, {k: jnp.asarray(v) for k, v in arrays.items()}, target)
+
+
+def _jsonable_arguments(value):
+    """Model arguments as JSON (arrays as nested lists with their dtype), or None."""
+    if isinstance(value, dict):
+        items = {k: _jsonable_arguments(v) for k, v in value.items()}
+        return None if any(v is None and value[k] is not None for k, v in items.items()) \
+            else {"dict": items}
+    if isinstance(value, list | tuple):
+        items = [_jsonable_arguments(v) for v in value]
+        return None if any(a is None and b is not None for a, b in zip(items, value,
+                                                                       strict=True)) \
+            else {"list": items}
+    if value is None or isinstance(value, bool | int | float | str):
+        return {"value": value}
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        a = np.asarray(value)
+        return {"array": a.tolist(), "dtype": a.dtype.str}
+    return None
+
+
+def _from_json(node):
+    if "dict" in node:
+        return {k: _from_json(v) for k, v in node["dict"].items()}
+    if "list" in node:
+        return [_from_json(v) for v in node["list"]]
+    if "array" in node:
+        return np.asarray(node["array"], dtype=np.dtype(node["dtype"]))
+    return node["value"]
+
+
+def _model_reference(target) -> dict:
+    model = target.model
+    ref = f"{getattr(model, '__module__', '')}:{getattr(model, '__qualname__', '')}"
+    args, kwargs = target.model_args
+    arguments = _jsonable_arguments({"args": list(args), "kwargs": kwargs})
+    if "<" in ref or arguments is None or target.observed or target.params:
+        return {}
+    return {"model": ref, "model_arguments": arguments}
+
+
+def _target_from_reference(meta):
+    """The Target of the saved model, if its function imports by name."""
+    import importlib
+
+    from helmholtz.target import Target
+
+    if "model" not in meta:
+        return None
+    module, _, qualname = meta["model"].partition(":")
+    try:
+        fn = importlib.import_module(module)
+        for part in qualname.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError):
+        return None
+    arguments = _from_json(meta["model_arguments"])
+    return Target.from_model(fn, *arguments["args"], **arguments["kwargs"])
