@@ -34,14 +34,29 @@ Usage::
 
     python benchmarks/mcmc_overhead.py                       # defaults: about 3 min on 2 cores
     python benchmarks/mcmc_overhead.py --chains 8 --warmup 2000 --samples 2000 --repeats 5
+    python benchmarks/mcmc_overhead.py --first-call-only     # fresh processes, see below
+
+``--first-call`` (or ``--first-call-only``) adds the first call from a fresh process:
+``python -c`` children from interpreter start to draws on the host, helmholtz
+``infer(..., "nuts")`` against numpyro ``MCMC(NUTS)`` on a 500×10 logistic regression,
+4 chains × (1000 + 1000), and ``import helmholtz`` against ``import numpyro, blackjax``;
+wall and CPU seconds (``getrusage`` of the children), with an empty (cold) and then a
+filled (warm) persistent compilation cache per side; medians of interleaved rounds.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (helmholtz first, below)
+
+# first, before blackjax creates JAX's backend: helmholtz sets XLA_FLAGS (helmholtz._runtime)
+import helmholtz
 
 import argparse
 import gc
 import os
+import resource
+import subprocess
 import sys
+import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +71,6 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
-import helmholtz
 import helmholtz.driver
 from helmholtz.driver import cpu_compiler_options
 
@@ -314,6 +328,116 @@ def density_cost(p: Problem, num_evals: int = 2000) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- first call
+# Whole fresh processes: what a user waits for from `python script.py` to draws in hand.
+# Both sides run the same model code on the same data; the helmholtz side is whatever
+# `import helmholtz` sets up (XLA flags, persistent cache), the numpyro side is given
+# JAX's persistent cache in its own folder so that "warm" means the same for both.
+_FIRST_CALL_SETUP = """
+import numpy as np
+rng = np.random.default_rng(0)
+X = rng.standard_normal((500, 10)).astype(np.float32)
+y = (rng.uniform(size=500) < 1 / (1 + np.exp(-(X @ rng.standard_normal(10))))).astype(np.int32)
+
+def model(X, y):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
+"""
+FIRST_CALL_CODE = {
+    "import helmholtz": "import helmholtz",
+    "import helmholtz; helmholtz.infer": "import helmholtz; helmholtz.infer",
+    "import numpyro, blackjax": "import numpyro, blackjax",
+    "helmholtz": "import helmholtz, numpyro, numpyro.distributions as dist\n"
+                 + _FIRST_CALL_SETUP
+                 + "r = helmholtz.infer(model, 'nuts', model_args=(X, y), num_chains=4, "
+                   "num_warmup=1000, num_samples=1000, seed=0)\n"
+                   "np.asarray(r.samples['w'])\n",
+    "numpyro": "import jax, numpyro, numpyro.distributions as dist\n"
+               "from numpyro.infer import MCMC, NUTS\n"
+               + _FIRST_CALL_SETUP
+               + "m = MCMC(NUTS(model), num_warmup=1000, num_samples=1000, num_chains=4, "
+                 "chain_method='vectorized', progress_bar=False)\n"
+                 "m.run(jax.random.key(0), X, y)\nnp.asarray(m.get_samples()['w'])\n",
+}
+_OUR_ENV = ("HELMHOLTZ_CACHE_DIR", "HELMHOLTZ_JAX_CACHE", "HELMHOLTZ_COMPILATION_CACHE",
+            "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
+def _child_env(cache_dir: str | None, side: str) -> dict[str, str]:
+    """The user's environment as it was before this process imported helmholtz, with the
+    persistent cache of ``side`` in ``cache_dir`` (helmholtz's switch or JAX's own)."""
+    from helmholtz._runtime import DEADLOCK_FLAG
+
+    env = {k: v for k, v in os.environ.items() if k not in _OUR_ENV}
+    flags = env.pop("XLA_FLAGS", "").replace(DEADLOCK_FLAG, "").strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    if cache_dir is None:
+        env["HELMHOLTZ_COMPILATION_CACHE"] = "0"
+    elif side == "helmholtz":
+        env["HELMHOLTZ_CACHE_DIR"] = cache_dir
+    else:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    return env
+
+
+def run_fresh_process(code: str, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, all threads) of ``python -c code``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def first_call_round(rnd: int, out: dict[str, list[tuple[float, float]]]) -> None:
+    """One round: imports, then a cold and a warm process per side, order flipped by round."""
+    flip = rnd % 2 == 1
+    imports = [*FIRST_CALL_CODE][:3]
+    for key in imports[::-1] if flip else imports:
+        out[key].append(run_fresh_process(FIRST_CALL_CODE[key], _child_env(None, "")))
+    with tempfile.TemporaryDirectory(prefix="hh-first-call-") as tmp:
+        sides = ["numpyro", "helmholtz"] if flip else ["helmholtz", "numpyro"]
+        for temperature in ("cold", "warm"):  # warm: a second process on the same folder
+            for side in sides:
+                env = _child_env(os.path.join(tmp, side), side)
+                out[f"{side} {temperature}"].append(run_fresh_process(FIRST_CALL_CODE[side], env))
+
+
+FIRST_CALL_PAIRS = [("import helmholtz", "import numpyro, blackjax"),
+                    ("import helmholtz; helmholtz.infer", "import numpyro, blackjax"),
+                    ("helmholtz cold", "numpyro cold"), ("helmholtz warm", "numpyro warm")]
+
+
+def first_call(rounds: int) -> None:
+    """Print medians of ``rounds`` interleaved rounds of whole fresh processes."""
+    out = {key: [] for pair in FIRST_CALL_PAIRS for key in pair}
+    for rnd in range(rounds):
+        first_call_round(rnd, out)
+        print(f"  first call: round {rnd + 1}/{rounds} done", flush=True)
+    rows = []
+    for key, ref in FIRST_CALL_PAIRS:
+        row = [key]
+        for d in (0, 1):  # wall, cpu
+            row += [median([v[d] for v in out[key]]), median([v[d] for v in out[ref]]),
+                    median([a[d] / b[d] for a, b in zip(out[key], out[ref], strict=True)])]
+        rows.append(row)
+    print()
+    print("first call from a fresh process: logistic regression 500x10, NUTS 4 chains x "
+          f"(1000 + 1000), float32; medians of {rounds} interleaved rounds")
+    print(table(["helmholtz process", "wall s", "peer wall s", "wall ratio", "cpu s",
+                 "peer cpu s", "cpu ratio"], rows, align="lrrrrrr"))
+    print("peer: `import numpyro, blackjax`, or numpyro MCMC(NUTS, chain_method="
+          "'vectorized'). cold: an empty persistent-cache folder per side (helmholtz's own; "
+          "numpyro with JAX_COMPILATION_CACHE_DIR), warm: a second process on it. cpu s: "
+          "user + system seconds of the child (getrusage). Ratios: median of per-round "
+          "ratios.")
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -328,6 +452,12 @@ def parse_args(argv=None):
     ap.add_argument("--targets", default="gaussian100,logistic1000x20")
     ap.add_argument("--seed", type=int, default=0, help="seed of round 0 (round r: seed+r)")
     ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--first-call", action="store_true",
+                    help="also run the fresh-process first-call comparison (~5-15 min)")
+    ap.add_argument("--first-call-only", action="store_true",
+                    help="run only the fresh-process first-call comparison")
+    ap.add_argument("--first-call-rounds", type=int, default=3,
+                    help="interleaved rounds of the first-call comparison")
     return ap.parse_args(argv)
 
 
@@ -394,7 +524,18 @@ def med(calls: list[Call], attr: str) -> float:
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # compile seconds are measured here: no persistent cache in this process (the
+    # first-call part gives each fresh process its own)
+    helmholtz.set_compilation_cache(None)
     print("\n".join(environment_lines()))
+    if not args.first_call_only:
+        overhead(args)
+    if args.first_call or args.first_call_only:
+        first_call(max(args.first_call_rounds, 1))
+
+
+def overhead(args) -> None:
+    """The in-process comparison: helmholtz, blackjax and numpyro NUTS, second calls."""
     probs = problems(args)
     print("settings: " + "; ".join(
         f"{p.name}: chains={p.num_chains} warmup={p.num_warmup} samples={p.num_samples}"

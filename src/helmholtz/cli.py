@@ -17,9 +17,10 @@ the exact log normaliser, which the free-energy line and the comparison then rep
 type. For ``compare`` an option goes to every engine that has it. Bad input (an unknown
 name, a model that fails to trace or whose log density is not finite, an invalid option)
 prints one ``error:`` paragraph on stderr and exits with status 2; ``--debug`` shows the
-traceback instead. JAX's persistent compilation cache is kept in
-``$HELMHOLTZ_JAX_CACHE`` (default ``~/.cache/helmholtz/jax``; set it empty to switch the
-cache off), so a second run of the same model and engine does not compile again.
+traceback instead. JAX's persistent compilation cache (set up at ``import helmholtz``, see
+:mod:`helmholtz._runtime`) is kept in ``$HELMHOLTZ_CACHE_DIR`` (default
+``~/.cache/helmholtz/jax``; ``HELMHOLTZ_COMPILATION_CACHE=0`` switches it off), so a
+second run of the same model and engine does not compile again.
 """
 
 from __future__ import annotations
@@ -588,20 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _enable_compilation_cache() -> None:
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:  # someone (a test, a user) already chose
-        return
-    folder = os.environ.get("HELMHOLTZ_JAX_CACHE",
-                            str(Path.home() / ".cache" / "helmholtz" / "jax"))
-    if not folder:
-        return
-    with contextlib.suppress(Exception):
-        jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def _paragraph(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
         text = exc.args[0]  # KeyError's str() would quote it
@@ -630,8 +617,6 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, default)
     command = {"list": _cmd_list, "run": _cmd_run, "compare": _cmd_compare}[args.command]
     try:
-        if args.command != "list":
-            _enable_compilation_cache()
         with _arviz_log_errors_only():
             return command(args)
     except BrokenPipeError:  # `helmholtz list | head`: stop quietly
