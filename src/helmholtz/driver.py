@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -298,14 +299,16 @@ def _chunk_size(num_steps: int, num_chunks: int) -> int:
 
 
 def _static_phase(phase):
-    # what the compiled chunk depends on: the functions, not the inputs or the length
-    return dataclasses.replace(phase, inputs=None, num_steps=0, postfix=None)
+    # what the compiled chunk depends on: the step's functions, not the phase's name,
+    # inputs, length or finish, so that phases stepping alike share one program
+    return dataclasses.replace(phase, name="", inputs=None, num_steps=0, postfix=None,
+                               finish=None, keep=None)
 
 
-def _finish(engine, phase, state):
-    if phase.per_chain:
-        return jax.vmap(lambda s: phase.finish(engine, s))(state)
-    return phase.finish(engine, state)
+def _finish(engine, finish, per_chain, state):
+    if per_chain:
+        return jax.vmap(lambda s: finish(engine, s))(state)
+    return finish(engine, state)
 
 
 def _layout(engine, phase, state, rng_key):
@@ -326,13 +329,37 @@ def _layout(engine, phase, state, rng_key):
     return _sharded(_chunk, mesh), place, place(keys)
 
 
+def _chunk_sizes(phases, chunked: bool) -> list[int]:
+    """Steps per compiled chunk for each phase. Unchunked, a phase runs in one chunk,
+    except that phases stepping alike (one compiled program) run in chunks of the
+    greatest common divisor of their lengths, when that leaves at most 20 chunks: NUTS's
+    warmup and sampling then compile once even when their lengths differ."""
+    sizes = [_chunk_size(p.num_steps, 20 if chunked else 1) if p.num_steps else 0
+             for p in phases]
+    if chunked:
+        return sizes
+    groups: dict = {}
+    for i, p in enumerate(phases):
+        if p.num_steps and p.until is None:
+            groups.setdefault(_static_phase(p), []).append(i)
+    for members in groups.values():
+        lengths = [phases[i].num_steps for i in members]
+        g = math.gcd(*lengths)
+        if len(members) > 1 and 20 * g >= max(lengths):
+            for i in members:
+                sizes[i] = g
+    return sizes
+
+
 def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
-              resume=None, save=None):
+              size: int | None = None, resume=None, save=None):
     """Run one phase; returns ``(state, info)`` with the kept info stacked along the step
     axis (axis 1 for per-chain phases; ``None`` for open-ended phases and empty ones).
 
-    ``resume`` is ``(steps done, state, info chunks)`` from a checkpoint; ``save(done,
-    state, chunks)`` is called after every chunk.
+    ``size`` is the steps per compiled chunk (default: all at once, or about 20 chunks
+    with a progress bar or a checkpoint). ``resume`` is ``(steps done, state, info
+    chunks)`` from a checkpoint; ``save(done, state, chunks)`` is called after every
+    chunk.
     """
     n = phase.num_steps
     xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
@@ -341,7 +368,8 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     chunk_fn, place, keys = _layout(engine, phase, state, rng_key)
     sharded = chunk_fn is not _chunk
     group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
-    size = _chunk_size(n, 20 if (run.progress_bar or run.checkpoint) else 1) if n else 0
+    if size is None:
+        size = _chunk_sizes([phase], bool(run.progress_bar or run.checkpoint))[0]
     done, chunks = (0, []) if resume is None else (resume[0], resume[2])
     state = state if resume is None else resume[1]
     static = _static_phase(phase)
@@ -357,7 +385,7 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
             state, out = run.timer.run(exe, *args)
             done += size
             if phase.until is None:
-                chunks.append(out)
+                chunks.append(out if phase.keep is None else {k: out[k] for k in phase.keep})
             elif bool(np.all(np.asarray(out))):
                 done = n
             _show(bar, done, phase, engine, state, None if phase.until else out)
@@ -367,7 +395,7 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
         if bar is not None:
             bar.close()
     if phase.finish is not None:
-        state = run.call(_finish, engine, _static_phase(phase), state)
+        state = run.call(_finish, engine, phase.finish, phase.per_chain, state)
     if not chunks:
         return state, None
     axis = 1 if phase.per_chain else 0
@@ -395,6 +423,7 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     run = Run(progress_bar, ckpt)
     looped = engine.loop_engine()
     phases = engine.phases(target)
+    sizes = _chunk_sizes(phases, bool(progress_bar or ckpt))
     keys = jax.random.split(rng_key, 1 + len(phases))
     saved = ckpt.open(engine, target, rng_key) if ckpt is not None else None
     if saved is not None and saved.phase > 0:
@@ -409,7 +438,7 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
             resume = (saved.done, saved.state, saved.chunks)
         save = None if ckpt is None else functools.partial(ckpt.save, i, infos)
         state, infos[phase.name] = run_phase(looped, phase, target, state, keys[1 + i], run,
-                                             infos, resume=resume, save=save)
+                                             infos, size=sizes[i], resume=resume, save=save)
         if ckpt is not None:
             ckpt.save(i + 1, infos, 0, state, [])
     result = engine.result(jax.random.fold_in(rng_key, len(phases) + 1), target, state,

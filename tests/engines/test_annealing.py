@@ -149,9 +149,34 @@ def test_smc_log_z_on_many_well_32d():
 
 def test_smc_max_steps_guard_is_reported(linear_gaussian):
     result = helmholtz.infer(linear_gaussian, "smc", seed=0, num_particles=100,
-                             num_replicates=2, max_steps=2)
+                             num_replicates=2, max_num_temperatures=2)
     assert result.config["num_tempering_steps"] == [2, 2]
-    assert "max_steps=2 reached" in result.free_energy.note
+    assert result.status.code == "max_steps"
+    assert "max_num_temperatures=2 reached" in result.status.message
+    assert "max_num_temperatures=2 reached" in result.free_energy.warning
+    with pytest.raises(helmholtz.errors.RunError, match="max_num_temperatures=2"):
+        helmholtz.infer(linear_gaussian, "smc", seed=0, num_particles=100, num_replicates=2,
+                        max_num_temperatures=2, raise_on_error=True)
+
+
+def test_old_option_names_still_work(linear_gaussian):
+    """``num_steps``, ``kernel``, ``num_integration_steps`` and ``max_steps`` are the old
+    names of ``num_temperatures``, ``move`` (a preset) and ``max_num_temperatures``: they
+    still build the same engine, with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match="now called 'num_temperatures'"):
+        old = helmholtz.get_engine("ais", num_steps=20, kernel="hmc", num_integration_steps=3)
+    new = helmholtz.get_engine("ais", num_temperatures=20,
+                               move=helmholtz.HMC(num_integration_steps=3))
+    assert old == new
+    with pytest.warns(DeprecationWarning, match="now called 'max_num_temperatures'"):
+        assert helmholtz.get_engine("smc", max_steps=7).max_num_temperatures == 7
+    with pytest.warns(DeprecationWarning, match="now called 'num_gradient_samples'"):
+        assert helmholtz.get_engine("svi", num_particles=4).num_gradient_samples == 4
+    r_old = helmholtz.infer(linear_gaussian, "ais", seed=1, num_particles=50, num_steps=5,
+                            kernel="mala")
+    r_new = helmholtz.infer(linear_gaussian, "ais", seed=1, num_particles=50,
+                            num_temperatures=5, move=helmholtz.MALA())
+    np.testing.assert_array_equal(r_old.samples["w"], r_new.samples["w"])
 
 
 def test_schedules_run_from_zero_to_one():
@@ -177,16 +202,17 @@ def test_log_mean_exp_se_matches_the_direct_formula():
 
 @pytest.mark.parametrize("engine, options, message", [
     ("ais", {"num_particles": 1}, "num_particles"),
-    ("ais", {"num_steps": 0}, "num_steps"),
+    ("ais", {"num_temperatures": 0}, "num_temperatures"),
     ("ais", {"schedule": "cosine"}, "schedule"),
     ("ais", {"schedule": (0.0, 0.7, 0.5, 1.0)}, "never decrease"),
     ("ais", {"schedule": (0.1, 1.0)}, "start at 0"),
-    ("ais", {"kernel": "slice"}, "kernel"),
+    ("ais", {"move": "slice"}, "move must be one of"),
+    ("ais", {"move": 3}, "move must be an MCMC engine"),
     ("ais", {"step_size": -0.1}, "step_size"),
     ("ais", {"num_mcmc_steps": 2.5}, "num_mcmc_steps"),
     ("smc", {"target_ess": 1.0}, "target_ess"),
     ("smc", {"num_replicates": 0}, "num_replicates"),
-    ("smc", {"max_steps": -1}, "max_steps"),
+    ("smc", {"max_num_temperatures": -1}, "max_num_temperatures"),
     ("smc", {"step_size_jitter": -1.0}, "step_size_jitter"),
     ("smc", {"adapt_step_size": "yes please"}, "adapt_step_size"),
     ("smc", {"num_temperatures": 10}, "valid options"),

@@ -86,7 +86,8 @@ def test_bar_warns_when_the_two_directions_do_not_overlap():
     target = get("gaussian_20d").target()
     result = helmholtz.infer(target, "bar", seed=0, num_particles=NUM_PARTICLES, num_steps=1)
     assert result.config["overlap"] < 0.06
-    assert "barely overlap" in result.free_energy.note
+    assert "barely overlap" in result.free_energy.warning
+    assert result.status.code == "unreliable"
 
 
 def test_bar_with_adaptive_kernels_replays_them_in_reverse():

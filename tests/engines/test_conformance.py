@@ -32,9 +32,10 @@ SMALL = {
     "nuts": dict(num_warmup=150, num_samples=150, num_chains=2),
     "hmc": dict(num_warmup=150, num_samples=150, num_chains=2),
     "mala": dict(num_warmup=200, num_samples=300, num_chains=2),
-    "svi": dict(num_optimizer_steps=600, num_samples=400, num_elbo_samples=400),
+    "svi": dict(num_optimizer_steps=2000, learning_rate=0.03, num_samples=400,
+                num_elbo_samples=400),
     "ais": dict(num_particles=300, num_temperatures=60),
-    "smc": dict(num_particles=200, num_replicates=4),
+    "smc": dict(num_particles=200, num_replicates=4, max_num_temperatures=40),
     "ti": dict(num_rungs=6, num_warmup=100, num_samples=100, num_chains=2),
     "reverse-ais": dict(num_particles=300, num_temperatures=60),
     "bar": dict(num_particles=200, num_temperatures=40),
@@ -107,11 +108,11 @@ def test_same_seed_same_draws_other_seed_other_draws(problem, name):
 def test_bad_option_name_and_value_raise_option_error(name):
     with pytest.raises(OptionError, match="has no option 'no_such_option'"):
         helmholtz.get_engine(name, no_such_option=1)
-    cls = ENGINES[name]
-    ints = [f.name for f in dataclasses.fields(cls) if f.type == "int"]
-    assert ints, f"{name} has no integer option to check"
-    with pytest.raises(OptionError, match=ints[0]):
-        helmholtz.get_engine(name, **{ints[0]: -7})
+    fields = dataclasses.fields(ENGINES[name])
+    ints = [f.name for f in fields if f.type == "int"]
+    option, value = (ints[0], -7) if ints else (fields[0].name, object())
+    with pytest.raises(OptionError, match=option):
+        helmholtz.get_engine(name, **{option: value})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -156,7 +157,7 @@ def test_progress_bar_and_checkpoint_resume(problem, name, tmp_path, monkeypatch
 
     def dying_run(self, fn, *args):
         calls["n"] += 1
-        if calls["n"] == 6:  # a few chunks in: the start and some of the first phase
+        if calls["n"] == 5:  # a few chunks in: the start and some of the first phase
             raise KeyboardInterrupt
         return real_run(self, fn, *args)
 

@@ -70,6 +70,11 @@ class Phase:
         ``postfix(engine, state, info) -> {name: scalar}`` shown on the progress bar
         after each chunk (a loss, β, an acceptance rate). ``info`` is the last chunk's
         (``None`` for an open-ended phase).
+    keep
+        Names of the info entries to keep once a chunk has run (``None``: all). Phases
+        that step alike (the same ``step``, ``per_chain``, ``collect``, ``until``) share
+        one compiled program, so a phase that needs less of the info drops it here
+        rather than collecting less.
     """
 
     name: str
@@ -81,6 +86,7 @@ class Phase:
     finish: Callable | None = None
     until: Callable | None = None
     postfix: Callable | None = None
+    keep: tuple[str, ...] | None = None
 
 
 def _flatten_engine(engine):

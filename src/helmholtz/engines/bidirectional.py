@@ -144,7 +144,7 @@ def _replay_schedule(betas, kernels) -> dict:
     """
     rev = betas[::-1]
     pick = lambda a: jnp.concatenate([a[-2::-1], a[:1]]) if a.shape[0] > 1 else a
-    return {"betas": _as_dtype(np.stack([rev[:-1], rev[1:]], axis=1)),
+    return {"betas": np.stack([rev[:-1], rev[1:]], axis=1),
             **{k: pick(v) for k, v in kernels.items()}}
 
 

@@ -36,8 +36,11 @@ from helmholtz.result import FreeEnergy, Result
 __all__ = ["NUTS", "HMC", "MALA", "MCMCState", "WarmupState"]
 
 
-class WarmupState(NamedTuple):
-    """One chain during warmup: the kernel state plus the adaptation's state."""
+class MCMCState(NamedTuple):
+    """One chain: the kernel state, the adaptation's state (dual averaging of the step
+    size, Welford windows of the mass matrix) and the tuning the kernel uses now. The
+    same state, and the same step function, serve warmup and sampling (numpyro's
+    choice too), so the NUTS kernel is compiled once for both."""
 
     kernel: Any
     da: Any
@@ -46,12 +49,7 @@ class WarmupState(NamedTuple):
     inverse_mass_matrix: jax.Array
 
 
-class MCMCState(NamedTuple):
-    """One chain during sampling: the kernel state and its frozen tuning."""
-
-    kernel: Any
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
+WarmupState = MCMCState  # the name warmup states had
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,10 @@ class _GradientMCMC(Engine):
                            jnp.asarray(self.step_size, position.dtype),
                            mm.inverse_mass_matrix.astype(position.dtype))
 
-    def warmup_step(self, rng_key, target, state: WarmupState, stage):
-        """One kernel step at the current tuning, then one step of Stan's adaptation."""
+    def _adapt(self, state: MCMCState, kstate, info, stage) -> MCMCState:
+        """One step of Stan's adaptation after a kernel step (``stage = (in a slow
+        window, at a window's end, adapting)``)."""
         (da_init, da_update, da_final), (_, mm_update, mm_final) = self._adaptation()
-        kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
-                                      state.step_size, state.inverse_mass_matrix)
         window, window_end = stage[0], stage[1]
         acc = jnp.where(jnp.isnan(info.acceptance_rate), 0.0, info.acceptance_rate)
         da = da_update(state.da, acc)
@@ -147,21 +144,19 @@ class _GradientMCMC(Engine):
             return da_init(da_final(da)), mm
 
         da, mm = jax.lax.cond(window_end == 1, end_window, lambda a: a, (da, mm))
-        new = WarmupState(kstate, da, mm, jnp.exp(da.log_step_size).astype(state.step_size.dtype),
-                          mm.inverse_mass_matrix.astype(state.inverse_mass_matrix.dtype))
-        return new, {"n_steps": self._grad_evals(info)}
+        return MCMCState(kstate, da, mm,
+                         jnp.exp(da.log_step_size).astype(state.step_size.dtype),
+                         mm.inverse_mass_matrix.astype(state.inverse_mass_matrix.dtype))
 
-    def finalize(self, state: WarmupState) -> MCMCState:
-        """Freeze the tuning: the averaged step size and the last window's mass matrix."""
-        if self.num_warmup == 0:
-            return MCMCState(state.kernel, state.step_size, state.inverse_mass_matrix)
-        step = jnp.exp(state.da.log_step_size_avg).astype(state.step_size.dtype)
-        return MCMCState(state.kernel, step, state.inverse_mass_matrix)
-
-    def step(self, rng_key, target, state: MCMCState, x=None):
-        """One sampling step of one chain; info holds what the Result keeps per draw."""
+    def step(self, rng_key, target, state: MCMCState, stage=None):
+        """One kernel step at the chain's tuning; during warmup (``stage[2] == 1``) then
+        one step of the adaptation. Info holds what the Result keeps per draw."""
         kstate, info = self._kernel()(rng_key, state.kernel, target.log_density,
                                       state.step_size, state.inverse_mass_matrix)
+        stage = jnp.zeros(3, jnp.int32) if stage is None else stage
+        new = jax.lax.cond(stage[2] == 1,
+                           lambda s: self._adapt(s, kstate, info, stage),
+                           lambda s: s._replace(kernel=kstate), state)
         stats = {
             "position": kstate.position,
             "lp": kstate.logdensity,
@@ -171,7 +166,20 @@ class _GradientMCMC(Engine):
             "step_size": state.step_size,
             **self._extra_stats(info),
         }
-        return MCMCState(kstate, state.step_size, state.inverse_mass_matrix), stats
+        return new, stats
+
+    def warmup_step(self, rng_key, target, state: MCMCState, stage):
+        """A warmup step (:meth:`step` with the adaptation on); info: gradient counts."""
+        stage = jnp.concatenate([jnp.asarray(stage, jnp.int32)[:2], jnp.ones(1, jnp.int32)])
+        new, stats = self.step(rng_key, target, state, stage)
+        return new, {"n_steps": stats["n_steps"]}
+
+    def finalize(self, state: MCMCState) -> MCMCState:
+        """Freeze the tuning: the averaged step size and the last window's mass matrix."""
+        if self.num_warmup == 0:
+            return state
+        step = jnp.exp(state.da.log_step_size_avg).astype(state.step_size.dtype)
+        return state._replace(step_size=step)
 
     def _grad_evals(self, info):
         return jnp.asarray(info.num_integration_steps, jnp.int32)
@@ -186,11 +194,7 @@ class _GradientMCMC(Engine):
         return without_init_options(self)
 
     def phases(self, target):
-        cls = type(self)
-        return (Phase("warmup", cls.warmup_step, self.num_warmup, per_chain=True,
-                      inputs=_stan_schedule(self.num_warmup), finish=cls.finalize),
-                Phase("sampling", cls.step, self.num_samples, per_chain=True,
-                      postfix=_acceptance_postfix))
+        return mcmc_phases(self, self.num_warmup, self.num_samples)
 
     def result(self, rng_key, target, state, infos, run) -> Result:
         info = dict(infos["sampling"])
@@ -200,6 +204,19 @@ class _GradientMCMC(Engine):
         positions = info.pop("position")
         return assemble(self, target, positions, info, run, grad_evals,
                         FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
+
+
+def mcmc_phases(engine, num_warmup: int, num_samples: int) -> tuple[Phase, Phase]:
+    """Warmup then sampling, both on ``type(engine).step`` (rows ``(window, window end,
+    adapting)``), so that the driver compiles one program for both; warmup keeps only
+    the gradient counts of its info."""
+    cls = type(engine)
+    stages = np.concatenate([np.asarray(_stan_schedule(num_warmup)),
+                             np.ones((num_warmup, 1), np.int32)], axis=1)
+    return (Phase("warmup", cls.step, num_warmup, per_chain=True, inputs=stages,
+                  finish=cls.finalize, keep=("n_steps",), postfix=_acceptance_postfix),
+            Phase("sampling", cls.step, num_samples, per_chain=True,
+                  inputs=np.zeros((num_samples, 3), np.int32), postfix=_acceptance_postfix))
 
 
 def _init_chains(engine, target, positions):
@@ -306,4 +323,4 @@ class MALA(_GradientMCMC):
         return kernel
 
     def _grad_evals(self, info):
-        return jnp.ones((), jnp.int32)
+        return jnp.ones_like(info.acceptance_rate, jnp.int32)

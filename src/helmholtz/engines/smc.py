@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import blackjax
 import jax
@@ -78,6 +78,9 @@ class SMC(_Annealing):
     description = ("adaptive tempered SMC (blackjax) with HMC/MALA/NUTS moves, systematic "
                    "resampling")
     population = False  # the replicates are the driver's chains; particles live inside
+    # one replicate per compiled program: the same draws on any device count (a
+    # replicate's particles are still vectorised; replicates run one after another)
+    chain_group_size: ClassVar[int] = 1
     aliases = {"kernel": "move", "max_steps": "max_num_temperatures"}
     num_mcmc_steps: int = 5
     target_ess: float = 0.5

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from helmholtz.engines._assemble import assemble
-from helmholtz.engines.base import Engine, Phase, _in_range, _positive_int, register
-from helmholtz.engines.mcmc import NUTS, _stan_schedule
+from helmholtz.engines.base import Engine, _in_range, _positive_int, register
+from helmholtz.engines.mcmc import NUTS, mcmc_phases
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
@@ -210,17 +210,14 @@ class TI(Engine):
     def init(self, rng_key, target, position, beta=1.0) -> TIState:
         return TIState(self._nuts().init(rng_key, target.tempered(beta), position), beta)
 
-    def warmup_step(self, rng_key, target, state: TIState, stage):
-        inner, info = self._nuts().warmup_step(rng_key, target.tempered(state.beta),
-                                               state.inner, stage)
-        return TIState(inner, state.beta), info
-
     def finalize(self, state: TIState) -> TIState:
         return TIState(self._nuts().finalize(state.inner), state.beta)
 
-    def step(self, rng_key, target, state: TIState, x=None):
-        """One NUTS draw at the chain's β, with log L at the new position."""
-        inner, stats = self._nuts().step(rng_key, target.tempered(state.beta), state.inner)
+    def step(self, rng_key, target, state: TIState, stage=None):
+        """One NUTS step at the chain's β (adapting during warmup), with log L at the
+        new position."""
+        inner, stats = self._nuts().step(rng_key, target.tempered(state.beta), state.inner,
+                                         stage)
         stats["log_likelihood"] = target.log_likelihood(inner.kernel.position)
         return TIState(inner, state.beta), stats
 
@@ -235,10 +232,7 @@ class TI(Engine):
         return without_init_options(self)
 
     def phases(self, target):
-        cls = type(self)
-        return (Phase("warmup", cls.warmup_step, self.num_warmup, per_chain=True,
-                      inputs=_stan_schedule(self.num_warmup), finish=cls.finalize),
-                Phase("sampling", cls.step, self.num_samples, per_chain=True))
+        return mcmc_phases(self, self.num_warmup, self.num_samples)
 
     def result(self, rng_key, target, state, infos, run) -> Result:
         num_rungs, num_chains = self.num_rungs, self.num_chains
