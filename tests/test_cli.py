@@ -23,7 +23,7 @@ from helmholtz.plots import plot_compare, plot_trace
 
 MODEL = "linear_gaussian"
 MCMC = ["--set", "num_warmup=100", "--set", "num_samples=100", "--set", "num_chains=2"]
-SVI = ["--set", "num_steps=200", "--set", "num_elbo_samples=500"]
+SVI = ["--set", "num_optimizer_steps=200", "--set", "num_elbo_samples=500"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -270,3 +270,52 @@ def test_weighted_summary_and_plots(tmp_path):
     assert (tmp_path / "cmp.png").read_bytes()[:8] == PNG_MAGIC
     titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
     assert titles[:2] == ["x", "v[0]"] and titles[2].startswith("free energy")
+
+
+# ------------------------------------------------------------------------------ issue 9/10
+def test_compare_set_says_which_engines_took_an_option(tmp_path):
+    code, out, err = call("compare", MODEL, "--engines", "ais,smc", "--set", "num_particles=60",
+                          "--set", "num_temperatures=10", "--set", "num_replicates=2",
+                          "--out", tmp_path)
+    assert code == 0, err
+    assert "option num_particles: set for ais, smc" in err
+    assert "option num_temperatures: set for ais; not an option of smc" in err
+    # an old name that meant different things in different engines is not translated
+    code, _, err = call("compare", MODEL, "--engines", "svi,ais", "--set", "num_steps=10",
+                        "--out", tmp_path)
+    assert code == 2
+    assert "num_steps → num_optimizer_steps (svi)" in err
+    assert "num_steps → num_temperatures (ais)" in " ".join(err.split())
+
+
+def test_cli_checkpoint_refuses_another_run_and_overwrites_on_request(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    small = ["--set", "num_particles=50", "--set", "num_temperatures=5"]
+    helmholtz.infer(MODEL, "ais", seed=0, num_particles=50, num_temperatures=5,
+                    checkpoint=helmholtz.Checkpoint(ckpt, keep=True))
+    code, _, err = call("run", MODEL, "--engine", "ais", *small, "--seed", "1", "--quiet",
+                        "--checkpoint", ckpt, "--out", tmp_path)
+    assert code == 2 and "written by a different run: seed differs" in " ".join(err.split())
+    code, out, err = call("run", MODEL, "--engine", "ais", *small, "--seed", "1", "--quiet",
+                          "--checkpoint", ckpt, "--overwrite-checkpoint", "--out", tmp_path)
+    assert code == 0, err
+    assert not ckpt.exists()  # the finished run removed it
+    # the same command again (a fresh checkpoint) prints the same free energy
+    code, again, _ = call("run", MODEL, "--engine", "ais", *small, "--seed", "1", "--quiet",
+                          "--checkpoint", ckpt, "--out", tmp_path)
+    line = next(x for x in out.splitlines() if x.startswith("free energy"))
+    assert line == next(x for x in again.splitlines() if x.startswith("free energy"))
+
+
+def test_summary_skips_constant_components():
+    """A correlation matrix's unit diagonal is constant in every draw: the summary lists
+    the off-diagonal entries and the other sites, not the ones."""
+    rng = np.random.default_rng(0)
+    rho = np.tanh(rng.normal(size=(2, 50)))
+    corr = np.ones((2, 50, 2, 2))
+    corr[..., 0, 1] = corr[..., 1, 0] = rho
+    result = helmholtz.Result(engine="nuts", model="m", samples={
+        "corr": corr, "mu": rng.normal(size=(2, 50))}, free_energy=helmholtz.FreeEnergy.none(""))
+    table = summary_table(result)
+    assert list(table.index) == ["corr[0,1]", "corr[1,0]", "mu"]
+    np.testing.assert_allclose(table.loc["mu", "mean"], result.samples["mu"].mean(), rtol=1e-6)

@@ -298,22 +298,23 @@ def summary_table(result, max_rows: int = _SUMMARY_ROWS):
     """A posterior summary of at most ``max_rows`` scalar components (pandas DataFrame).
 
     Unweighted draws get arviz's summary (mean, sd, 94% HDI, MCSE, bulk and tail ESS,
-    R-hat); importance-weighted particles get weighted mean, sd, 3% and 97% quantiles
-    and Kish's effective sample size.
+    R-hat; arviz 1.x: its 89% equal-tailed interval); importance-weighted particles get
+    weighted mean, sd, 3% and 97% quantiles and Kish's effective sample size. Components
+    that are constant in every draw (a correlation matrix's unit diagonal) are skipped.
     """
     import numpy as np
     import pandas as pd
 
     from helmholtz.plots import draw_weights, scalar_components
 
-    comps = scalar_components(result.samples, max_rows)
+    from helmholtz import _arviz
+
+    comps = scalar_components(result.samples, max_rows, skip_constant=True)
     weights = draw_weights(result)
     if weights is None:
-        import arviz as az
-
         with _quiet_arviz():
-            idata = az.from_dict(posterior={k: np.asarray(v) for k, v in comps})
-            return az.summary(idata, round_to="none")
+            idata = _arviz.from_dict({"posterior": {k: np.asarray(v) for k, v in comps}})
+            return _arviz.summary(idata, round_to="none")
     w = weights.reshape(-1)
     rows = {}
     for label, v in comps:
@@ -348,7 +349,9 @@ def _arviz_log_errors_only():
 
 
 def _num_scalars(result) -> int:
-    return sum(math.prod(v.shape[2:]) for v in result.samples.values())
+    from helmholtz.plots import scalar_components
+
+    return len(scalar_components(result.samples, skip_constant=True))
 
 
 def _report(result) -> None:

@@ -225,9 +225,9 @@ def _sharded(fn, mesh):
     over the chain axis of ``mesh`` (every device runs the same per-chain program)."""
     spec = PartitionSpec("chain")
 
-    def wrapped(engine, phase, target, state, keys, start, xs, group):
+    def wrapped(engine, phase, target, state, keys, start, xs):
         inner = jax.shard_map(
-            lambda s, k: fn(engine, phase, target, s, k, start, xs, group),
+            lambda s, k: fn(engine, phase, target, s, k, start, xs),
             mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec), check_vma=False,
         )
         return inner(state, keys)
@@ -264,29 +264,44 @@ def _while_one(engine, phase, target, state, key, start, stop):
     return state, phase.until(engine, state)
 
 
-def _chunk(engine, phase, target, state, keys, start, xs, group):
+def _chunk(engine, phase, target, state, keys, start, xs):
     """A chunk of a phase: ``xs`` rows (a scan) or, for an open-ended phase, up to
-    ``xs`` more steps (a while loop); vmapped over chains when ``phase.per_chain``.
-
-    With ``group`` the chains run as a ``lax.map`` over groups of that many vmapped
-    chains. XLA's rounding depends on the batch shape (measured: a vmap of 4, a vmap of 1
-    and a lax.map give gradients that differ by ~1e-7, and NUTS amplifies that into
-    different draws within a hundred steps). ``group=1`` makes every chain the same
-    program on any device count, hence bit-identical draws on 1, 2 or 4 devices.
-    """
+    ``xs`` more steps (a while loop); vmapped over chains when ``phase.per_chain``."""
     if phase.until is None:
         one = lambda s, k: _scan_one(engine, phase, target, s, k, start, xs)
     else:
         one = lambda s, k: _while_one(engine, phase, target, s, k, start, start + xs)
     if not phase.per_chain:
         return one(state, keys)
-    if group is None:
-        return jax.vmap(one)(state, keys)
-    num = jax.tree_util.tree_leaves(state)[0].shape[0]
-    split = lambda a: a.reshape((num // group, group) + a.shape[1:])
-    merge = lambda a: a.reshape((num,) + a.shape[2:])
-    out = jax.lax.map(lambda a: jax.vmap(one)(*a), jax.tree_util.tree_map(split, (state, keys)))
-    return jax.tree_util.tree_map(merge, out)
+    return jax.vmap(one)(state, keys)
+
+
+def _grouped(args, group, timer):
+    """The chunk as one single-device program per group of ``group`` chains.
+
+    XLA compiles a ``shard_map`` over several devices with its SPMD pipeline and a
+    one-device program with another, and the two simplify the same HLO differently
+    (measured: the centred eight schools' ``1/exp(u)``, u the log of tau, becomes
+    ``exp(-u)`` on one device only; a 1-ulp change in the gradient that NUTS turns into
+    different draws after three warmup steps). So every group runs the same one-device
+    program (compiled once per device used; groups spread over the devices in blocks,
+    dispatched asynchronously) and the outputs are gathered on the first device.
+    Returns the callable that runs the chunk.
+    """
+    engine, phase, target, state, keys, start, xs = args
+    devices = jax.devices()
+    num = jax.tree_util.tree_leaves(state)[0].shape[0] // group
+    where = [devices[g * len(devices) // num] for g in range(num)]
+    on = lambda d, tree: jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, d) if eqx.is_array(x) else x, tree)
+    part = lambda tree, g: jax.tree_util.tree_map(lambda a: a[g * group:(g + 1) * group], tree)
+    placed = [on(d, (engine, phase, target, part(state, g), part(keys, g), start, xs))
+              for g, d in enumerate(where)]
+    exes = [compiled(_chunk, *a, timer=timer) for a in placed]
+    home = devices[0]
+    gather = lambda *a: jnp.concatenate([jax.device_put(x, home) for x in a])
+    return lambda *_: jax.tree_util.tree_map(
+        gather, *[exe(*a) for exe, a in zip(exes, placed, strict=True)])
 
 
 def _chunk_size(num_steps: int, num_chunks: int) -> int:
@@ -311,17 +326,17 @@ def _finish(engine, finish, per_chain, state):
     return finish(engine, state)
 
 
-def _layout(engine, phase, state, rng_key):
+def _layout(engine, phase, state, rng_key, group=None):
     """Where a phase runs: the chunk function (sharded over a chain mesh when several
-    devices share the chains), a function that places the state on the devices, and the
-    step key(s): one per chain for per-chain phases."""
+    devices share the chains, unless chains run in groups), a function that places the
+    state on the devices, and the step key(s): one per chain for per-chain phases."""
     num_lead = jax.tree_util.tree_leaves(state)[0].shape[0]
     if not phase.per_chain:
         place = ((lambda s: _particle_sharding(s, num_lead)) if engine.population
                  else (lambda s: s))
         return _chunk, place, rng_key
     keys = jax.random.split(rng_key, num_lead)
-    mesh = chain_mesh(num_lead)
+    mesh = chain_mesh(num_lead) if group is None else None
     if mesh is None:
         return _chunk, (lambda s: s), keys
     where = NamedSharding(mesh, PartitionSpec("chain"))
@@ -365,9 +380,9 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
     xs = jax.tree_util.tree_map(jnp.asarray, jnp.arange(n, dtype=jnp.int32) if xs is None
                                 else xs)
-    chunk_fn, place, keys = _layout(engine, phase, state, rng_key)
-    sharded = chunk_fn is not _chunk
     group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
+    chunk_fn, place, keys = _layout(engine, phase, state, rng_key, group)
+    sharded = chunk_fn is not _chunk
     if size is None:
         size = _chunk_sizes([phase], bool(run.progress_bar or run.checkpoint))[0]
     done, chunks = (0, []) if resume is None else (resume[0], resume[2])
@@ -379,9 +394,10 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
             state = place(state)
             rows = (jnp.int32(size) if phase.until is not None else
                     jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
-            args = (engine, static, target, state, keys, jnp.int32(done), rows, group)
-            exe = compiled(chunk_fn, *args, key=("sharded-chunk",) if sharded else None,
-                           timer=run.timer)
+            args = (engine, static, target, state, keys, jnp.int32(done), rows)
+            exe = (_grouped(args, group, run.timer) if group is not None else
+                   compiled(chunk_fn, *args, key=("sharded-chunk",) if sharded else None,
+                            timer=run.timer))
             state, out = run.timer.run(exe, *args)
             done += size
             if phase.until is None:

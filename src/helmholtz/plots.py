@@ -22,11 +22,14 @@ __all__ = ["plot_trace", "plot_loss", "plot_compare", "scalar_components", "draw
 _MAX_COMPONENTS = 8  # lines per vector site in a trace panel
 
 
-def scalar_components(samples: dict, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+def scalar_components(samples: dict, limit: int | None = None, *,
+                      skip_constant: bool = False) -> list[tuple[str, np.ndarray]]:
     """Split sites into scalar components ``("theta[3]", (chain, draw) array)``.
 
     Sites keep their order; components of a site come in C order. At most ``limit``
-    components are returned (all when ``None``).
+    components are returned (all when ``None``). With ``skip_constant`` components that
+    take one value in every draw (the unit diagonal of a correlation matrix, say) are
+    left out.
     """
     out = []
     for name, value in samples.items():
@@ -36,6 +39,8 @@ def scalar_components(samples: dict, limit: int | None = None) -> list[tuple[str
         for i in range(flat.shape[-1]):
             if limit is not None and len(out) >= limit:
                 return out
+            if skip_constant and flat[..., i].size and np.all(flat[..., i] == flat[0, 0, i]):
+                continue
             index = ",".join(map(str, np.unravel_index(i, shape)))
             label = f"{name}[{index}]" if shape else name
             out.append((label, flat[..., i]))

@@ -58,8 +58,9 @@ class _GradientMCMC(Engine):
 
     ``chain_group_size=None`` vectorises all chains of a device in one vmap (fastest);
     draws then agree across device counts only up to floating-point rounding, which
-    MCMC amplifies. ``chain_group_size=1`` runs each chain as its own program: the same
-    seed then gives bit-identical draws on any number of devices.
+    MCMC amplifies. ``chain_group_size=k`` runs each group of k chains as its own
+    one-device program (compiled once per device used): the same seed then gives
+    bit-identical draws on any number of devices of one kind.
 
     Chains start where ``init_strategy`` (``"uniform"``, ``"prior"``, ``"median"``) puts
     them, except for the sites in ``init_values`` (``{site: constrained value}``), which

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import blackjax
 import jax
@@ -27,6 +27,7 @@ from helmholtz.engines.annealing import (
     log_mean_exp_se,
 )
 from helmholtz.engines.base import Phase, _in_range, _positive_int, register
+from helmholtz.errors import OptionError
 from helmholtz.result import FreeEnergy, Result, Status
 
 __all__ = ["SMC", "SMCState"]
@@ -72,24 +73,32 @@ class SMC(_Annealing):
     and the pooled ``ess``; ``result.trace`` the first replicate's β, log-Ẑ increments,
     acceptance and step size per tempering step. A run that reaches
     ``max_num_temperatures`` before β = 1 has status ``max_steps``.
+
+    The replicates are the driver's chains: vectorised together by default, sharded over
+    devices when there are several; ``chain_group_size=1`` runs each replicate as its own
+    program (its particles still vectorised), which gives the same log Z and particles
+    on any device count, at about twice the run time (gmm40, 8 × 1000 particles).
     """
 
     name = "smc"
     description = ("adaptive tempered SMC (blackjax) with HMC/MALA/NUTS moves, systematic "
                    "resampling")
     population = False  # the replicates are the driver's chains; particles live inside
-    # one replicate per compiled program: the same draws on any device count (a
-    # replicate's particles are still vectorised; replicates run one after another)
-    chain_group_size: ClassVar[int] = 1
     aliases = {"kernel": "move", "max_steps": "max_num_temperatures"}
     num_mcmc_steps: int = 5
     target_ess: float = 0.5
     num_replicates: int = 8
     max_num_temperatures: int = 500
+    chain_group_size: int | None = None
 
     def validate(self):
         super().validate()
         _positive_int(self, "num_replicates", "max_num_temperatures")
+        if self.chain_group_size is not None:
+            _positive_int(self, "chain_group_size")
+            if self.num_replicates % self.chain_group_size:
+                raise OptionError(f"smc: chain_group_size ({self.chain_group_size}) must "
+                                  f"divide num_replicates ({self.num_replicates})")
         _in_range(self, "target_ess", 0.0, 1.0)
 
     # ---- pure functions over one replicate
