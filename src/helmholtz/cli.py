@@ -305,9 +305,8 @@ def summary_table(result, max_rows: int = _SUMMARY_ROWS):
     import numpy as np
     import pandas as pd
 
-    from helmholtz.plots import draw_weights, scalar_components
-
     from helmholtz import _arviz
+    from helmholtz.plots import draw_weights, scalar_components
 
     comps = scalar_components(result.samples, max_rows, skip_constant=True)
     weights = draw_weights(result)

@@ -73,8 +73,11 @@ def _over_draws(fn, target, positions, run=None):
 
 
 def postprocess(target, positions, run: Run):
-    """Constrained samples now; pointwise log likelihoods lazily, when first read."""
+    """Constrained samples now; pointwise log likelihoods lazily, when first read (none
+    for a model with enumerated discrete sites, whose observations are scored jointly)."""
     samples = _over_draws(_constrain, target, positions, run)
+    if target.enumerated_names:
+        return samples, {}
     loglik = LazyArrays(lambda: _over_draws(_pointwise_loglik, target, positions),
                         target.observed_names)
     return samples, loglik

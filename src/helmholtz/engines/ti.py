@@ -213,11 +213,14 @@ class TI(Engine):
     def finalize(self, state: TIState) -> TIState:
         return TIState(self._nuts().finalize(state.inner), state.beta)
 
-    def step(self, rng_key, target, state: TIState, stage=None):
-        """One NUTS step at the chain's β (adapting during warmup), with log L at the
-        new position."""
-        inner, stats = self._nuts().step(rng_key, target.tempered(state.beta), state.inner,
-                                         stage)
+    def warmup_step(self, rng_key, target, state: TIState, stage):
+        inner, info = self._nuts().warmup_step(rng_key, target.tempered(state.beta),
+                                               state.inner, stage)
+        return TIState(inner, state.beta), info
+
+    def step(self, rng_key, target, state: TIState, x=None):
+        """One NUTS draw at the chain's β, with log L at the new position."""
+        inner, stats = self._nuts().step(rng_key, target.tempered(state.beta), state.inner)
         stats["log_likelihood"] = target.log_likelihood(inner.kernel.position)
         return TIState(inner, state.beta), stats
 
