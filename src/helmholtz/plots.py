@@ -107,6 +107,17 @@ def _site_lines(value: np.ndarray):
     return flat[..., :_MAX_COMPONENTS], note
 
 
+def _divergence_ticks(ax, diverging, num_chains, num_draws):
+    """Tick the draws where any chain diverged under the trace."""
+    if diverging is None or not np.any(diverging):
+        return
+    idx = np.nonzero(np.asarray(diverging).reshape(num_chains, num_draws).any(0))[0]
+    ymin = ax.get_ylim()[0]
+    ax.plot(idx, np.full(idx.shape, ymin), "|", color="black", ms=8,
+            label=f"{int(np.sum(diverging))} divergent")
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+
+
 def plot_trace(result, path=None, max_vars: int = 6):
     """Marginal densities (left) and traces (right) of the first ``max_vars`` sites.
 
@@ -155,12 +166,7 @@ def plot_trace(result, path=None, max_vars: int = 6):
                 color = colors[(c if k == 1 else j) % len(colors)]
                 ax_t.plot(draws, lines[c, :, j], color=color, lw=0.6,
                           alpha=0.8 if k == 1 else 0.5)
-        if diverging is not None and np.any(diverging):
-            idx = np.nonzero(np.asarray(diverging).reshape(num_chains, num_draws).any(0))[0]
-            ymin = ax_t.get_ylim()[0]
-            ax_t.plot(idx, np.full(idx.shape, ymin), "|", color="black", ms=8,
-                      label=f"{int(np.sum(diverging))} divergent")
-            ax_t.legend(loc="upper right", fontsize=8, frameon=False)
+        _divergence_ticks(ax_t, diverging, num_chains, num_draws)
         ax_d.set_title(f"{name}{note}", fontsize=10, loc="left")
         ax_d.set_yticks([])
         ax_t.set_title(f"{name}{note}", fontsize=10, loc="left")
