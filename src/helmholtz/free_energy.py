@@ -19,7 +19,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 __all__ = ["bar", "bar_between", "bar_overlap", "BARResult", "MIN_OVERLAP"]
@@ -86,6 +85,8 @@ def bar(w_forward, w_reverse, *, xtol: float = 1e-12) -> tuple[float, float]:
         lo -= 2 * (hi - lo)
     while _bar_residual(hi, w_f, w_r, m) < 0:
         hi += 2 * (hi - lo)
+    from scipy.optimize import brentq  # here: it costs ~0.2 s at import, bar rarely runs
+
     delta_f = float(brentq(_bar_residual, lo, hi, args=(w_f, w_r, m), xtol=xtol,
                            rtol=4 * np.finfo(float).eps, maxiter=500))
     var = (_relative_variance(_log_fermi(m + w_f - delta_f))
