@@ -216,7 +216,7 @@ def test_a_submodule_import_does_not_replace_the_function_of_its_name():
         import helmholtz.infer
         assert helmholtz.boltzmann is boltzmann and callable(helmholtz.infer), helmholtz.infer
         assert issubclass(helmholtz.errors.ModelError, Exception)  # submodules as attributes
-        assert callable(helmholtz.driver.run_steps)
+        assert callable(helmholtz.driver.run_engine)
     """
     _run(code)
     assert jax.config.jax_compilation_cache_dir  # conftest's cache is on in this process
