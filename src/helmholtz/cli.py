@@ -308,7 +308,11 @@ def summary_table(result, max_rows: int = _SUMMARY_ROWS):
     from helmholtz import _arviz
     from helmholtz.plots import draw_weights, scalar_components
 
-    comps = scalar_components(result.samples, max_rows, skip_constant=True)
+    # with one draw every component is "constant": skip only among several draws
+    several = result.num_chains * result.num_draws > 1
+    comps = scalar_components(result.samples, max_rows, skip_constant=several)
+    if not comps:
+        return pd.DataFrame()
     weights = draw_weights(result)
     if weights is None:
         with _quiet_arviz():
@@ -350,7 +354,8 @@ def _arviz_log_errors_only():
 def _num_scalars(result) -> int:
     from helmholtz.plots import scalar_components
 
-    return len(scalar_components(result.samples, skip_constant=True))
+    several = result.num_chains * result.num_draws > 1
+    return len(scalar_components(result.samples, skip_constant=several))
 
 
 def _report(result) -> None:
