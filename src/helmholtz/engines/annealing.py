@@ -323,7 +323,7 @@ class AIS(_Annealing):
 
     def phases(self, target):
         pairs = self.temperature_pairs()
-        return (Phase("annealing", type(self).step, len(pairs), inputs=_as_dtype(pairs),
+        return (Phase("annealing", type(self).step, len(pairs), inputs=pairs,
                       postfix=_ais_postfix),)
 
     def result(self, rng_key, target, state: AISState, infos, run) -> Result:
@@ -338,10 +338,6 @@ class AIS(_Annealing):
                         {"work": -log_w[None], "lp": lp[None]}, run,
                         int(np.sum(info["grad_evals"])), fe, log_weights=log_w[None],
                         config={"ess": ess}, trace=info)
-
-
-def _as_dtype(a):
-    return np.asarray(a, dtype=jnp.zeros(()).dtype)  # float32 unless x64 is on
 
 
 def _ais_postfix(engine, state, info):

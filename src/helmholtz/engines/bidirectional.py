@@ -39,7 +39,6 @@ from helmholtz.engines.annealing import (
     AIS,
     AISState,
     _ais_postfix,
-    _as_dtype,
     _low_ess_warning,
     log_densities,
     log_mean_exp_se,
@@ -193,7 +192,7 @@ class ReverseAIS(AIS):
     def phases(self, target):
         betas = self.betas()[::-1]
         return (Phase("annealing", type(self).step, len(betas) - 1,
-                      inputs=_as_dtype(np.stack([betas[:-1], betas[1:]], axis=1)),
+                      inputs=np.stack([betas[:-1], betas[1:]], axis=1),
                       postfix=_ais_postfix),)
 
     def result(self, rng_key, target, state: ReverseState, infos, run) -> Result:
@@ -271,7 +270,7 @@ class BAR(AIS):
     def phases(self, target):
         cls, betas = type(self), self.betas()
         pairs = self.temperature_pairs()
-        return (Phase("forward", cls.forward_step, len(pairs), inputs=_as_dtype(pairs),
+        return (Phase("forward", cls.forward_step, len(pairs), inputs=pairs,
                       postfix=_ais_postfix),
                 Phase("reverse", cls.reverse_step, len(pairs), postfix=_ais_postfix,
                       inputs=lambda infos: _replay_schedule(betas,
