@@ -22,6 +22,8 @@ funnel                 10    1       0 (normalised)
 gmm40                  2     1       0 (normalised)
 student_t_mixture      2     1       0 (normalised)
 many_well              32    1       164.6956753 (1-d quadrature per block)
+banana                 10    1       0 (normalised, volume-preserving twist)
+unequal_mixture        5     1       0 (normalised)
 dw4                    8     1       unknown
 lj13                   39    1       unknown
 =====================  ====  ======  =================================================
@@ -67,6 +69,10 @@ __all__ = [
     "many_well_energy",
     "many_well_log_z",
     "many_well",
+    "banana",
+    "banana_energy",
+    "unequal_mixture",
+    "unequal_mixture_energy",
     "pair_distances",
     "multi_double_well_energy",
     "lennard_jones_energy",
@@ -591,6 +597,52 @@ lj13 = boltzmann(lj13_energy, _normal_base(0.0, 1.0, 39), 1.0, log_z=None)
 lj13.__name__ = "lj13"
 
 # ---------------------------------------------------------------------------------------
+# Banana and an unequal mixture: the targets of the error-bar study (benchmarks/honesty.py)
+# ---------------------------------------------------------------------------------------
+
+BANANA_TWIST = 0.1
+"""b of the twisted Gaussian (Haario, Saksman & Tamminen 1999 use b = 0.03 and 0.1)."""
+
+
+def banana_energy(x, twist: float = BANANA_TWIST):
+    """Haario et al.'s (1999) twisted Gaussian ("banana") in 10-d, normalised (log Z = 0).
+
+    x = T(g) with g ~ N(0, diag(100, 1, …, 1)) and T(g)_2 = g_2 + b(g_1² − 100), the other
+    coordinates unchanged: T is triangular with unit diagonal, so U(x) = −log N(T⁻¹(x))
+    needs no Jacobian. ``x``: ``(..., 10)``.
+    """
+    x = jnp.asarray(x)
+    d = x.shape[-1]
+    g2 = x[..., 1] - twist * (x[..., 0] ** 2 - 100.0)
+    quad = x[..., 0] ** 2 / 100.0 + g2**2 + jnp.sum(x[..., 2:] ** 2, axis=-1)
+    return 0.5 * quad + 0.5 * d * math.log(2 * math.pi) + 0.5 * math.log(100.0)
+
+
+banana = boltzmann(banana_energy, _normal_base(0.0, 10.0, 10), 1.0, log_z=0.0)
+banana.__name__ = "banana"
+
+UNEQUAL_WEIGHTS = np.array([0.7, 0.2, 0.1])
+UNEQUAL_MEANS = np.array([[0.0] * 5, [4.0] * 5, [-4.0, 4.0, -4.0, 4.0, -4.0]])
+UNEQUAL_SCALES = np.array([1.0, 0.5, 2.0])
+
+
+def unequal_mixture_energy(x):
+    """A normalised 3-component Gaussian mixture in 5-d with unequal weights (0.7, 0.2,
+    0.1) and isotropic scales (1, 0.5, 2), means 0, (4, …, 4), (−4, 4, −4, 4, −4); log Z = 0.
+    The small, narrow component is what annealing misses when it under-explores."""
+    x = jnp.asarray(x)
+    d = x.shape[-1]
+    sq = jnp.sum((x[..., None, :] - jnp.asarray(UNEQUAL_MEANS)) ** 2, axis=-1)
+    scales = jnp.asarray(UNEQUAL_SCALES)
+    log_comp = (jnp.log(jnp.asarray(UNEQUAL_WEIGHTS)) - 0.5 * sq / scales**2
+                - d * jnp.log(scales) - 0.5 * d * math.log(2 * math.pi))
+    return -logsumexp(log_comp, axis=-1)
+
+
+unequal_mixture = boltzmann(unequal_mixture_energy, _normal_base(0.0, 6.0, 5), 1.0, log_z=0.0)
+unequal_mixture.__name__ = "unequal_mixture"
+
+# ---------------------------------------------------------------------------------------
 # Registration
 # ---------------------------------------------------------------------------------------
 
@@ -640,6 +692,10 @@ _register(
     "Mixture of 10 Student-t (df = 2) in 2-d, means in [−10, 10]² (log Z = 0).",
     student_t_mixture,
 )
+_register("banana", "Haario's twisted Gaussian (b = 0.1) in 10-d over a N(0, 10² I) base "
+          "(log Z = 0).", banana)
+_register("unequal_mixture", "3 Gaussians in 5-d, weights 0.7/0.2/0.1, scales 1/0.5/2 "
+          "(log Z = 0).", unequal_mixture)
 _register("many_well", "Many-well, 32-d: 16 independent double-well blocks.", many_well)
 _register("dw4", "DW-4: 4 particles in 2-d with a pairwise double well (no exact log Z).", dw4)
 _register("lj13", "LJ-13: 13 Lennard-Jones particles in 3-d (no exact log Z).", lj13)

@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = [
     "ARVIZ_MAJOR", "from_dict", "add_group", "group_names", "get_group", "get_dataset",
-    "to_netcdf", "from_netcdf", "ess", "rhat", "summary", "loo", "elpd_loo", "plot_trace",
+    "to_netcdf", "from_netcdf", "ess", "rhat", "summary", "loo", "elpd_loo", "pareto_khat", "plot_trace",
 ]
 
 
@@ -203,6 +203,27 @@ def elpd_loo(data, **kwargs) -> tuple[float, float]:
     if ARVIZ_MAJOR >= 1:
         return float(out.elpd), float(out.se)
     return float(out["elpd_loo"]), float(out["se"])
+
+
+def pareto_khat(log_weights) -> float:
+    """Pareto k̂ of importance weights given as logs (Vehtari et al. 2024, "Pareto smoothed
+    importance sampling", JMLR 25): the shape of a generalised Pareto fitted to the
+    largest weights. Above 0.7 the weights' variance is effectively infinite and neither
+    the estimate nor its delta-method standard error can be trusted. (0.23:
+    ``arviz.psislw``; 1.x: ``arviz_stats``' ``pareto_khat`` on the weights' right tail,
+    which gives the same number; its ``psislw`` does not return k̂ in the same slot.)"""
+    lw = np.asarray(log_weights, dtype=np.float64).ravel()
+    lw = lw[np.isfinite(lw)]
+    if lw.size < 10:
+        return float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if ARVIZ_MAJOR >= 1:
+            from arviz_stats.base.array import array_stats
+
+            return float(array_stats.pareto_khat(np.exp(lw - lw.max())[None, :],
+                                                 tail="right"))
+        return float(_az().psislw(lw - lw.max())[1])
 
 
 def plot_trace(data, **kwargs):

@@ -20,6 +20,7 @@ import functools
 import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +35,19 @@ from helmholtz.checkpoint import Checkpoint, as_checkpoint
 __all__ = ["compiled", "cpu_compiler_options", "run_engine", "run_phase", "chain_mesh",
            "Timer", "Run", "TRACE_COUNT", "clear_cache"]
 
-_CACHE: dict[Any, Any] = {}
+_CACHE: OrderedDict[Any, Any] = OrderedDict()
+CACHE_SIZE = 256
+"""The most compiled programs the driver keeps (least recently used go first).
+
+Each CPU executable holds about six memory mappings of JIT-compiled code, and Linux
+refuses a process more than ``vm.max_map_count`` (65 530 by default) of them; an
+unbounded cache in a long session (the test suite compiles thousands of programs)
+ended in a segmentation fault inside XLA's compiler once that limit was reached."""
 TRACE_COUNT = {"n": 0}  # incremented once per trace of a driver function (tests read it)
 
 
 def clear_cache():
+    """Drop every compiled program the driver holds (``jax.clear_caches()`` drops JAX's)."""
     _CACHE.clear()
 
 
@@ -163,7 +172,9 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     full_key = (fn if key is None else key, static_part, avals, jax.device_count(),
                 tuple(sorted(options.items())))
     hit = _CACHE.get(full_key)
-    if hit is None:
+    if hit is not None:
+        _CACHE.move_to_end(full_key)
+    else:
         def flat(*dyn):
             TRACE_COUNT["n"] += 1
             return fn(*_combine(dyn, static_part))
@@ -173,6 +184,8 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
         if timer is not None:
             timer.compile_seconds += time.perf_counter() - t0
         hit = _CACHE[full_key] = Compiled(exe)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return hit
 
 

@@ -246,3 +246,44 @@ def test_standard_errors_are_honest_over_20_seeds(linear_gaussian, engine):
     assert abs(z[0]) < 3, z
     assert 0.5 < np.std(z, ddof=1) < 2.0, z
     assert abs(np.mean(z)) < 3 * 2.0 / np.sqrt(20), z
+
+
+def test_batch_se_tracks_the_spread_of_log_z_over_repeats():
+    """Over many independent sets of log-normal weights (σ = 1.5, N = 1000) the spread
+    of log mean(w) is what batch_se reports, on average within 15 %."""
+    from helmholtz.engines._weights import batch_se
+
+    rng = np.random.default_rng(1)
+    sets = 1.5 * rng.standard_normal((400, 1000))
+    log_z = logsumexp(sets, axis=1) - np.log(1000)
+    reported = np.array([batch_se(s) for s in sets])
+    assert np.median(reported) == pytest.approx(np.std(log_z), rel=0.15)
+    assert np.isnan(batch_se(np.zeros(5)))  # fewer particles than batches
+
+
+def test_heavy_tailed_weights_are_flagged_and_light_ones_are_not():
+    """Pareto(α = 1.2) weights have infinite variance (k = 1/α ≈ 0.83 > 0.7) yet an ESS in
+    the hundreds, so only k̂ can flag them; log-normal weights with σ = 0.5 pass both."""
+    from helmholtz.engines._weights import weights_warning
+
+    rng = np.random.default_rng(2)
+    heavy = np.log(rng.pareto(1.2, 4000) + 1.0)
+    assert log_mean_exp_se(heavy)[2] > 30
+    assert "Pareto k̂" in weights_warning(heavy)
+    assert weights_warning(0.5 * rng.standard_normal(4000)) == ""
+    assert "ESS" in weights_warning(np.r_[50.0, np.zeros(999)])
+
+
+def test_a_replicate_that_carries_the_estimate_is_flagged():
+    """SMC's replicate combination: eight replicates near −0.2 and one lucky one at +2
+    give an se from the Ẑ ratios, not from the logs, and a flag naming the share."""
+    from helmholtz.engines.smc import _replicate_estimate
+
+    log_z, se, warning = _replicate_estimate(np.r_[np.full(7, -0.2), 2.0])
+    ratio = np.exp(np.r_[np.full(7, -0.2), 2.0])
+    assert log_z == pytest.approx(np.log(ratio.mean()))
+    assert se == pytest.approx(np.std(ratio / ratio.mean(), ddof=1) / np.sqrt(8))
+    assert "carries 56%" in warning
+    calm = _replicate_estimate(np.array([-0.21, -0.19, -0.2, -0.18]))
+    assert calm[2] == "" and calm[1] == pytest.approx(np.std([-0.21, -0.19, -0.2, -0.18],
+                                                             ddof=1) / 2, rel=0.05)

@@ -33,6 +33,8 @@ BOLTZMANN_MODELS = {
     "gmm40": (bz.gmm40, 2, 30.0),
     "student_t_mixture": (bz.student_t_mixture, 2, 8.0),
     "many_well": (bz.many_well, 32, 2.0),
+    "banana": (bz.banana, 10, 5.0),
+    "unequal_mixture": (bz.unequal_mixture, 5, 3.0),
     "dw4": (bz.dw4, 8, 3.0),
     "lj13": (bz.lj13, 39, 1.0),
 }
@@ -264,3 +266,28 @@ def test_lj13_harmonic_terms_sum_to_half_square_norm(x64):
     x = 2.0 * np.random.default_rng(5).standard_normal(39)
     pure = bz.lennard_jones_energy(x, oscillator_scale=0.0)
     assert float(bz.lj13_energy(x) - pure) == pytest.approx(0.5 * np.sum(x**2), rel=1e-10)
+
+
+def test_banana_is_the_twisted_gaussian(x64):
+    """exp(−U) is N(0, diag(100, 1, …)) pushed through g_2 ↦ g_2 + b(g_1² − 100): the
+    density at x = T(g) equals the Gaussian's at g, and draws of T(g) have the moments
+    the twist implies (E x_2 = 0, var x_2 = 1 + 2b²·100²)."""
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((200_000, 10)) * np.r_[10.0, np.ones(9)]
+    x = g.copy()
+    x[:, 1] += bz.BANANA_TWIST * (g[:, 0] ** 2 - 100.0)
+    gauss = stats.norm.logpdf(g, 0, np.r_[10.0, np.ones(9)]).sum(axis=1)
+    np.testing.assert_allclose(-np.asarray(bz.banana_energy(x[:5])), gauss[:5], rtol=1e-12)
+    assert abs(x[:, 1].mean()) < 4 * np.sqrt(201.0 / x.shape[0])
+    assert models.get("banana").log_z() == 0.0
+
+
+def test_unequal_mixture_matches_scipy_and_is_normalised(x64):
+    rng = np.random.default_rng(4)
+    x = 3.0 * rng.standard_normal((7, 5))
+    ref = np.logaddexp.reduce([
+        np.log(w) + stats.multivariate_normal(m, s**2 * np.eye(5)).logpdf(x)
+        for w, m, s in zip(bz.UNEQUAL_WEIGHTS, bz.UNEQUAL_MEANS, bz.UNEQUAL_SCALES,
+                           strict=True)], axis=0)
+    np.testing.assert_allclose(-np.asarray(bz.unequal_mixture_energy(x)), ref, rtol=1e-12)
+    assert models.get("unequal_mixture").log_z() == 0.0

@@ -10,7 +10,14 @@ import math
 
 import numpy as np
 
-__all__ = ["SCHEDULES", "temperature_schedule", "log_mean_exp_se"]
+__all__ = ["SCHEDULES", "temperature_schedule", "log_mean_exp_se", "batch_se",
+           "weights_warning", "KHAT_LIMIT", "NUM_BATCHES"]
+
+KHAT_LIMIT = 0.7
+"""Pareto k̂ above which importance weights are not trusted (Vehtari et al. 2024)."""
+
+NUM_BATCHES = 10
+"""Batches of particles whose spread gives :func:`batch_se`."""
 
 SCHEDULES = ("linear", "geometric", "sigmoid")
 
@@ -70,3 +77,47 @@ def _low_ess_warning(ess: float) -> str:
         return ""
     return (f"ESS {ess:.1f} < 30, the standard error is unreliable (the weights' tail is "
             "unsampled); use more particles or more temperatures")
+
+
+def batch_se(log_w, num_batches: int = NUM_BATCHES) -> float:
+    """The standard error of log mean(w) from the spread of ``num_batches`` batch means.
+
+    With Ẑ_b the mean weight of batch b (contiguous, equal-size batches of independent
+    particles) and Ẑ their mean, se(log Ẑ) ≈ sd(Ẑ_b / Ẑ)/√B. Unlike the delta method it
+    does not assume that the largest weights seen describe the tail: one batch that
+    holds a dominant particle moves every batch ratio. Deterministic (no bootstrap draws);
+    NaN when there are fewer particles than batches.
+    """
+    log_w = np.asarray(log_w, dtype=np.float64).ravel()
+    log_w = np.where(np.isnan(log_w), -np.inf, log_w)
+    n = log_w.size - log_w.size % num_batches
+    if n < num_batches or not np.isfinite(np.max(log_w)):
+        return math.nan
+    batches = log_w[:n].reshape(num_batches, -1)
+    top = np.max(log_w)
+    z_b = np.exp(batches - top).mean(axis=1)
+    ratio = z_b / z_b.mean()
+    return float(np.std(ratio, ddof=1) / math.sqrt(num_batches))
+
+
+def weights_warning(log_w, ess: float | None = None) -> str:
+    """Why the error bar of log mean(e^{log_w}) cannot be trusted, or ``""``.
+
+    Two tests, either flags: Kish ESS below 30 (:func:`_low_ess_warning`), and the
+    Pareto k̂ of the weights above 0.7, the point past which the weights' variance is
+    effectively infinite so that Ẑ's distribution is skewed and its log typically falls
+    short of log Z by more than any standard error computed from the draws (Vehtari et
+    al. 2024, "Pareto smoothed importance sampling", JMLR 25, §3).
+    """
+    from helmholtz._arviz import pareto_khat
+
+    if ess is None:
+        ess = log_mean_exp_se(log_w)[2]
+    low = _low_ess_warning(ess)
+    if low:
+        return low
+    khat = pareto_khat(log_w)
+    if khat > KHAT_LIMIT:
+        return (f"Pareto k̂ {khat:.2f} > {KHAT_LIMIT} (the weights' tail is too heavy for "
+                "the standard error); use more particles or more temperatures")
+    return ""

@@ -32,9 +32,10 @@ from jax.scipy.special import logsumexp
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines._weights import (
     SCHEDULES,
-    _low_ess_warning,
+    batch_se,
     log_mean_exp_se,
     temperature_schedule,
+    weights_warning,
 )
 from helmholtz.engines.base import (
     Engine,
@@ -194,8 +195,11 @@ class AIS(_Annealing):
 
         W = −Σ_k (β_k − β_{k−1}) log L(z_{k−1}),
 
-    and Jarzynski's equality E[e^{−W}] = Z/Z_0 = Z gives log Ẑ = logsumexp(−W) − log N,
-    with standard error sqrt(1/ESS − 1/N) (delta method, see :func:`log_mean_exp_se`).
+    and Jarzynski's equality E[e^{−W}] = Z/Z_0 = Z gives log Ẑ = logsumexp(−W) − log N.
+    Its standard error is the larger of the delta method's sqrt(1/ESS − 1/N)
+    (:func:`log_mean_exp_se`) and the spread of ten batches of particles
+    (:func:`~helmholtz.engines._weights.batch_se`); the estimate is flagged (status
+    ``unreliable``) when the weights' Kish ESS is below 30 or their Pareto k̂ above 0.7.
 
     Options
     -------
@@ -328,11 +332,13 @@ class AIS(_Annealing):
 
     def result(self, rng_key, target, state: AISState, infos, run) -> Result:
         log_w = np.asarray(state.log_weight, np.float64)
-        log_z, se, ess = log_mean_exp_se(log_w)
+        log_z, se_delta, ess = log_mean_exp_se(log_w)
+        se = float(np.nanmax([se_delta, batch_se(log_w)]))
         info = infos["annealing"]
-        note = f"Jarzynski estimate over {self.num_particles} particles, ESS {ess:.1f}"
+        note = (f"Jarzynski estimate over {self.num_particles} particles, ESS {ess:.1f}; se "
+                "the larger of the delta method's and that of 10 batches' spread")
         fe = FreeEnergy(-log_z, se, "unbiased-Z estimate", note,
-                        warning=_low_ess_warning(ess))
+                        warning=weights_warning(log_w, ess))
         lp = log_densities(target, state.position, run)
         return assemble(self, target, state.position[None],
                         {"work": -log_w[None], "lp": lp[None]}, run,

@@ -35,11 +35,11 @@ import numpy as np
 
 from helmholtz.driver import run_engine
 from helmholtz.engines._assemble import assemble
+from helmholtz.engines._weights import weights_warning
 from helmholtz.engines.annealing import (
     AIS,
     AISState,
     _ais_postfix,
-    _low_ess_warning,
     log_densities,
     log_mean_exp_se,
 )
@@ -210,7 +210,7 @@ class ReverseAIS(AIS):
                         {"work": -log_w[None], "lp": log_densities(target, z_exact, run)[None]},
                         run, int(np.sum(info["grad_evals"])),
                         FreeEnergy(log_inv_z, se, "upper bound", note,
-                                   warning=_low_ess_warning(ess)),
+                                   warning=weights_warning(log_w, ess)),
                         config={"ess": ess}, trace=info)
 
 
@@ -295,9 +295,10 @@ class BAR(AIS):
         grad_evals = int(np.sum(info["grad_evals"]) + np.sum(infos["reverse"]["grad_evals"]))
         estimates = {
             "forward": FreeEnergy(-lower, lower_se, "unbiased-Z estimate",
-                                  "forward AIS (Jarzynski)", warning=_low_ess_warning(ess)),
+                                  "forward AIS (Jarzynski)",
+                                  warning=weights_warning(-w_f_all, ess)),
             "reverse": FreeEnergy(log_inv_z, upper_se, "upper bound", "reverse AIS",
-                                  warning=_low_ess_warning(ess_r))}
+                                  warning=weights_warning(-w_r_all, ess_r))}
         position = state.forward.position
         return assemble(
             self, target, position[None],

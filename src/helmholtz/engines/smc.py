@@ -162,11 +162,10 @@ class SMC(_Annealing):
         steps = np.asarray(state.num_steps)
         betas = np.asarray(state.smc.tempering_param)
         r = self.num_replicates
-        log_z = float(np.logaddexp.reduce(log_z_r) - np.log(r))
-        se = float(np.std(log_z_r, ddof=1) / np.sqrt(r)) if r > 1 else math.nan
+        log_z, se, warning = _replicate_estimate(log_z_r)
         note = (f"{r} replicate runs of {self.num_particles} particles, "
                 f"{int(steps.mean())} tempering steps on average")
-        status = Status()
+        status = Status("unreliable", warning) if warning else Status()
         if np.any(betas < 1.0 - 1e-6):
             status = Status("max_steps", f"max_num_temperatures={self.max_num_temperatures} "
                             f"reached before β = 1 (β = {betas.min():.3g}): the estimate is "
@@ -184,6 +183,44 @@ class SMC(_Annealing):
             config={"replicate_log_z": log_z_r.tolist(), "num_tempering_steps": steps.tolist(),
                     "ess": log_mean_exp_se(log_w)[2]},
             trace={k: np.asarray(v[0, :n0]) for k, v in state.trace.items()})
+
+
+DOMINANT_SHARE = 0.5
+"""A replicate whose Ẑ_r is more than this share of Σ_r Ẑ_r flags the estimate."""
+
+
+def _replicate_estimate(log_z_r) -> tuple[float, float, str]:
+    """log Ẑ = log mean_r Ẑ_r over independent replicates, its standard error and a
+    warning.
+
+    The se is the larger of sd(log Ẑ_r)/√R and sd(Ẑ_r/Ẑ)/√R (the delta method on the
+    mean of Ẑ_r, which is what the estimate is): when Ẑ_r is right-skewed, as when a few
+    replicates find a mode or tail the others miss, the second is the larger and covers
+    the error. One replicate carrying more than half of Σ Ẑ_r is flagged: the estimate
+    then rests on one run, and the runs that missed what it found suggest that all
+    might have.
+    """
+    log_z_r = np.asarray(log_z_r, np.float64).ravel()
+    r = log_z_r.size
+    finite = log_z_r[np.isfinite(log_z_r)]
+    if finite.size == 0:
+        return -math.inf, math.nan, "every replicate's Ẑ is 0 (log Ẑ = −inf)"
+    log_z = float(np.logaddexp.reduce(log_z_r) - np.log(r))
+    if r < 2:
+        return log_z, math.nan, ""
+    ratio = np.exp(log_z_r - log_z_r.max())
+    share = ratio / ratio.sum()
+    ratio = ratio / ratio.mean()
+    spread = np.std(ratio, ddof=1)
+    if finite.size == r:
+        spread = max(spread, np.std(log_z_r, ddof=1))
+    se = float(spread / math.sqrt(r))
+    warning = ""
+    if r >= 4 and share.max() > DOMINANT_SHARE:
+        warning = (f"one of {r} replicates carries {100 * share.max():.0f}% of Ẑ (the "
+                   "replicates disagree: a mode or tail found by few runs); use more "
+                   "particles or replicates")
+    return log_z, se, warning
 
 
 def _init_replicates(engine, keys, target):
