@@ -25,7 +25,7 @@ from numpyro.infer import Trace_ELBO, autoguide, init_to_value
 from helmholtz.driver import compiled
 from helmholtz.engines._assemble import assemble, status_of
 from helmholtz.engines.annealing import log_mean_exp_se
-from helmholtz.engines.base import Engine, _positive_int, register
+from helmholtz.engines.base import Engine, Phase, _positive_int, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
@@ -193,13 +193,25 @@ class SVI(Engine):
         return without_init_options(self)
 
     def phases(self, target):
-        return (training_phase(self.num_optimizer_steps),)
+        batch = min(ELBO_BATCH, self.num_elbo_samples)
+        return (training_phase(self.num_optimizer_steps),
+                Phase("final ELBO", type(self).elbo_step, -(-self.num_elbo_samples // batch)))
+
+    def elbo_step(self, rng_key, target, state, x):
+        """−ELBO of up to 256 fresh guide draws at the trained parameters (the final
+        estimate runs as a phase of its own, so that a long one shows a progress bar)."""
+        guide = self.make_guide(target)
+        constrained = self.constrain_params(guide, target, state.params)
+        keys = jax.random.split(rng_key, min(ELBO_BATCH, self.num_elbo_samples))
+        neg_elbo = jax.vmap(
+            lambda k: Trace_ELBO().loss(k, constrained, flat_model, guide, target))(keys)
+        return state, {"neg_elbo": neg_elbo}
 
     def result(self, rng_key, target, state, infos, run):
         looped = without_init_options(self)
-        k_elbo, k_draw = jax.random.split(rng_key)
-        neg_elbo, z, lp = run.call(_evaluate, looped, target, state.params, k_elbo, k_draw)
-        neg_elbo = np.asarray(neg_elbo, dtype=np.float64)
+        z, lp = run.call(_evaluate, looped, target, state.params, rng_key)
+        neg_elbo = np.asarray(infos["final ELBO"]["neg_elbo"], np.float64).ravel()
+        neg_elbo = neg_elbo[:self.num_elbo_samples]
         finite = np.isfinite(neg_elbo)
         value = float(np.mean(neg_elbo[finite]))
         se = float(np.std(neg_elbo[finite], ddof=1) / np.sqrt(finite.sum()))
@@ -220,6 +232,10 @@ class SVI(Engine):
                         status=status if not status.ok else status_of(elbo))
 
 
+ELBO_BATCH = 256
+"""Fresh draws per step of the final ELBO phase."""
+
+
 def _init_at(engine, target, z0):
     return engine.init(None, target, z0)
 
@@ -230,16 +246,12 @@ def _guide_draws(engine, target, params, rng_key, num):
     return guide.sample_posterior(rng_key, constrained, sample_shape=(num,))["z"]
 
 
-def _evaluate(engine, target, params, k_elbo, k_draw):
-    """−ELBO per fresh draw, posterior draws and their log densities."""
+def _evaluate(engine, target, params, k_draw):
+    """Posterior draws from the trained guide and their log densities."""
     guide = engine.make_guide(target)
     constrained = engine.constrain_params(guide, target, params)
-    keys = jax.random.split(k_elbo, engine.num_elbo_samples)
-    neg_elbo = jax.lax.map(
-        lambda k: Trace_ELBO().loss(k, constrained, flat_model, guide, target), keys,
-        batch_size=min(256, engine.num_elbo_samples))
     z = guide.sample_posterior(k_draw, constrained, sample_shape=(engine.num_samples,))["z"]
-    return neg_elbo, z, jax.vmap(target.log_density)(z)
+    return z, jax.vmap(target.log_density)(z)
 
 
 def _constrain_draws(target, z):
