@@ -360,3 +360,25 @@ def test_loads_files_of_format_1(tmp_path):
     np.testing.assert_array_equal(back.trace["loss"], np.arange(4.0))
     assert back.free_energy == FreeEnergy(3.0, 0.1, "lower bound")
     assert back.status.ok and back.estimates == {} and back.num_grad_evals == 40
+
+
+def test_an_estimate_that_crosses_another_engines_bound_is_named():
+    """ELBO (lower bound on log Z, F_b = 10.0 ± 0.01) against an SMC-like estimate: F =
+    10.5 ± 0.05 is 9.8 se above the bound on F, a contradiction; 10.1 ± 0.05 is 2 se, not
+    one. A reverse-AIS upper bound on log Z (F_b = 9.0) is crossed by F = 8.0 ± 0.1."""
+    from types import SimpleNamespace
+
+    from helmholtz.result import bound_conflicts
+
+    def run(engine, value, se, kind):
+        return SimpleNamespace(engine=engine, free_energy=FreeEnergy(value, se, kind))
+
+    elbo = run("svi", 10.0, 0.01, "lower bound")
+    results = [elbo, run("smc", 10.5, 0.05, "unbiased-Z estimate"),
+               run("ais", 10.1, 0.05, "unbiased-Z estimate")]
+    conflicts = bound_conflicts(results)
+    assert set(conflicts) == {1}
+    assert "above the upper bound on F from svi" in conflicts[1]
+    upper = run("reverse-ais", 9.0, 0.05, "upper bound")
+    assert set(bound_conflicts([upper, run("bar", 8.0, 0.1, "estimate")])) == {1}
+    assert bound_conflicts([upper, elbo]) == {}  # bounds are not checked against bounds

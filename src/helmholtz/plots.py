@@ -299,6 +299,9 @@ def _free_energy_panel(ax, results, colors):
     markers = {"lower bound": "^", "upper bound": "v"}
     exact = next((-float(r.exact_log_z) for r in results if r.exact_log_z is not None), None)
     x = np.arange(len(results))
+    from helmholtz.result import bound_conflicts
+
+    conflicts = bound_conflicts(results)
     for i, r in enumerate(results):
         fe = r.free_energy
         if fe.kind == "none" or not np.isfinite(fe.value):
@@ -308,9 +311,12 @@ def _free_energy_panel(ax, results, colors):
         color = colors[i % len(colors)]
         ax.errorbar([i], [fe.value], yerr=[2 * fe.se if np.isfinite(fe.se) else 0.0],
                     fmt=markers.get(fe.kind, "o"), color=color, capsize=4, ms=7,
-                    mfc="none" if fe.warning else color)
-        if fe.warning or not r.status.ok:  # hollow marker and a word: do not trust the bar
-            ax.annotate("unreliable" if fe.warning else r.status.code, (i, fe.value),
+                    mfc="none" if fe.warning or i in conflicts else color)
+        if fe.warning or not r.status.ok or i in conflicts:  # hollow, and a word: do not
+            word = ("unreliable" if fe.warning or r.status.ok  # trust the bar
+                    else r.status.code)
+            word = "crosses a bound" if i in conflicts and not fe.warning else word
+            ax.annotate(word, (i, fe.value),
                         textcoords="offset points", xytext=(0, -16), ha="center",
                         fontsize=7, color=color)
     if exact is not None:

@@ -769,9 +769,47 @@ def _jsonable(obj):
     return repr(obj)
 
 
+BOUND_TOLERANCE = 3.0
+"""Standard errors (of the difference) by which an estimate must cross another engine's
+bound before :func:`bound_conflicts` calls it a contradiction."""
+
+
+def bound_conflicts(results) -> dict[int, str]:
+    """Which free-energy estimates contradict another result's bound, by index.
+
+    A lower bound on log Z (an ELBO, kind ``"lower bound"``: F_b ≥ F) is contradicted by
+    an estimate with F > F_b, and an upper bound on log Z (reverse AIS: F_b ≤ F) by one
+    with F < F_b, each by more than :data:`BOUND_TOLERANCE` standard errors of the
+    difference. The bound holds in expectation whatever the bounding engine's quality,
+    so it is the estimate that is flagged (typically an AIS or SMC run that missed mass
+    and so reports log Ẑ too low). Only results in the same units are compared.
+    """
+    out: dict[int, list[str]] = {}
+    for i, est in enumerate(results):
+        fe = est.free_energy
+        if fe.kind in ("none", "lower bound", "upper bound") or not math.isfinite(fe.value):
+            continue
+        for bound in results:
+            b = bound.free_energy
+            if b.units != fe.units or not math.isfinite(b.value):
+                continue
+            se = math.sqrt(np.nan_to_num(fe.se) ** 2 + np.nan_to_num(b.se) ** 2)
+            if b.kind == "lower bound" and fe.value > b.value + BOUND_TOLERANCE * se:
+                side = "above the upper bound on F"
+            elif b.kind == "upper bound" and fe.value < b.value - BOUND_TOLERANCE * se:
+                side = "below the lower bound on F"
+            else:
+                continue
+            out.setdefault(i, []).append(
+                f"F = {fe.value:.4g} lies {abs(fe.value - b.value):.3g} {fe.units} {side} "
+                f"from {bound.engine} ({b.value:.4g} ± {b.se:.2g})")
+    return {i: "; ".join(msgs) for i, msgs in out.items()}
+
+
 def compare(results, *, print_table: bool = True):
     """Put several Results side by side: free energy ± se, its kind and units, error
-    against the exact value where known, the status and every warning, the named
+    against the exact value where known, the status and every warning (including an
+    estimate that crosses another result's bound, :func:`bound_conflicts`), the named
     estimates (a column ``<name>`` and ``<name>_se`` each), min ESS, max R-hat,
     divergences, gradient evaluations and seconds.
 
@@ -781,13 +819,14 @@ def compare(results, *, print_table: bool = True):
     import pandas as pd
 
     rows = []
-    for r in results:
+    conflicts = bound_conflicts(results)
+    for i, r in enumerate(results):
         diag = r.diagnostics()
         fe = r.free_energy
         row = {"engine": r.engine, "F": fe.value, "se": fe.se, "kind": fe.kind,
                "units": fe.units}
         if r.exact_log_z is not None:
-            row["F_exact"] = -r.exact_log_z
+            row["F_exact"] = -r.exact_log_z + 0.0  # no "-0" for log Z = 0
             row["|ΔF|"] = abs(fe.value + r.exact_log_z) if fe.kind != "none" else math.nan
         row.update({
             "min_ess": diag["min_ess"],
@@ -799,6 +838,10 @@ def compare(results, *, print_table: bool = True):
             "status": r.effective_status.code,
             "warnings": "; ".join(r.warnings),
         })
+        if i in conflicts:  # a bound of another engine says this estimate is wrong
+            row["warnings"] = "; ".join(filter(None, [row["warnings"], conflicts[i]]))
+            if row["status"] == "ok":
+                row["status"] = "unreliable"
         for name, est in r.estimates.items():
             row[name] = est.value
             row[f"{name}_se"] = est.se
