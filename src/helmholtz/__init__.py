@@ -30,7 +30,8 @@ _LAZY = {
     **dict.fromkeys(["Engine", "Phase", "engine_names", "get_engine", "NUTS", "HMC", "MALA",
                      "SVI", "AIS", "SMC", "TI", "ReverseAIS", "BAR"], "helmholtz.engines"),
     **dict.fromkeys(["HelmholtzError", "ModelError", "EngineError", "OptionError",
-                     "InitializationError", "CheckpointError", "RunError", "ResultFileError"],
+                     "InitializationError", "CheckpointError", "RunError", "ResultFileError",
+                     "DistributedError"],
                     "helmholtz.errors"),
 }
 # functions named like the module that defines them: the package attribute is the function
@@ -41,6 +42,7 @@ __all__ = [
     "engines", "Engine", "Phase", "engine_names", "get_engine", "NUTS", "HMC", "MALA", "SVI",
     "AIS", "SMC", "TI", "ReverseAIS", "BAR", "HelmholtzError", "ModelError", "EngineError",
     "OptionError", "InitializationError", "CheckpointError", "RunError", "ResultFileError",
+    "DistributedError",
     "free_energy", "set_compilation_cache",
 ]
 __version__ = "0.1.0"

@@ -29,7 +29,8 @@ import numpy as np
 
 __all__ = [
     "ARVIZ_MAJOR", "from_dict", "add_group", "group_names", "get_group", "get_dataset",
-    "to_netcdf", "from_netcdf", "ess", "rhat", "summary", "loo", "elpd_loo", "pareto_khat", "plot_trace",
+    "to_netcdf", "from_netcdf", "ess", "rhat", "summary", "loo", "elpd_loo", "pareto_khat",
+    "plot_trace",
 ]
 
 

@@ -463,10 +463,28 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _join(args) -> bool:
+    """``--distributed``: join the multi-process run before any JAX work; returns
+    whether this process is the one that prints and writes."""
+    if getattr(args, "local_devices", None) is not None and not args.distributed:
+        from helmholtz.errors import OptionError
+
+        raise OptionError("--local-devices needs --distributed")
+    if not getattr(args, "distributed", False):
+        return True
+    from helmholtz import distributed
+
+    distributed.initialize(local_device_count=args.local_devices)
+    if not distributed.is_main():
+        args.quiet = True
+    return distributed.is_main()
+
+
 def _cmd_run(args) -> int:
     import helmholtz
     from helmholtz.plots import plot_loss, plot_trace
 
+    main = _join(args)
     (engine,) = _engines([args.engine], args.set, only_known=False)
     model = resolve_model(args.model, args.model_seed)
     _status(args, f"running {engine.name} on {model.target.name} (dim {model.target.dim})")
@@ -474,6 +492,8 @@ def _cmd_run(args) -> int:
                              progress_bar=not args.quiet, checkpoint=_checkpoint(args))
     if result.exact_log_z is None:
         result.exact_log_z = model.exact_log_z
+    if not main:  # every process holds the Result; process 0 reports and writes it
+        return 0
     _report(result)
     out = _out_dir(args, model)
     written = [result.save(out / f"{engine.name}.nc")]
@@ -493,6 +513,7 @@ def _cmd_compare(args) -> int:
     from helmholtz.errors import OptionError
     from helmholtz.plots import plot_compare
 
+    main = _join(args)
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     if not names:
         raise OptionError("--engines needs at least one engine name, e.g. --engines nuts,svi")
@@ -515,7 +536,10 @@ def _cmd_compare(args) -> int:
         if result.exact_log_z is None:
             result.exact_log_z = model.exact_log_z
         results.append(result)
-        written.append(result.save(out / f"{engine.name}.nc"))
+        if main:
+            written.append(result.save(out / f"{engine.name}.nc"))
+    if not main:
+        return 0
     for ckpt in checkpoints:
         if ckpt is not None:
             Path(ckpt.path).unlink(missing_ok=True)
@@ -584,6 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "the same command again to resume an interrupted run")
         p.add_argument("--overwrite-checkpoint", action="store_true",
                        help="start afresh when PATH was written by a different run")
+        p.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run (jax.distributed) from "
+                            "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID or "
+                            "SLURM/Open MPI; process 0 prints and writes")
+        p.add_argument("--local-devices", type=int, metavar="N",
+                       help="with --distributed: split this process's CPU into N devices")
 
     p = sub.add_parser("run", parents=[common], help="run one engine on one model")
     inference(p)

@@ -215,6 +215,55 @@ def chain_mesh(num_chains: int) -> Mesh | None:
     return Mesh(np.array(devices), ("chain",))
 
 
+def _multiprocess() -> bool:
+    """Whether this run spans several JAX processes (:mod:`helmholtz.distributed`)."""
+    return jax.process_count() > 1
+
+
+def _put(x, sharding):
+    """``jax.device_put(x, sharding)``, also when the sharding spans the devices of
+    several processes: every process holds the same value (the driver keeps states on
+    the host between chunks), and each contributes its own devices' slices."""
+    if not eqx.is_array(x):
+        return x
+    if not _multiprocess():
+        return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys travel as their data
+        return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding),
+                                        impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _gathered(tree):
+    """Arrays spread over several processes' devices, gathered so that every process
+    holds all of them (``process_allgather``); unchanged in a one-process run."""
+    if not _multiprocess():
+        return tree
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(get(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def _replicated(tree, mesh):
+    """Array leaves placed whole on every device of ``mesh`` (several processes only:
+    one process passes them to the compiled function as they are)."""
+    if not _multiprocess():
+        return tree
+    whole = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(lambda x: _put(x, whole), tree)
+
+
 def _particle_sharding(state, num: int):
     """Shard every leaf whose leading axis is the population across the devices (XLA
     partitions the population step, collectives included); replicate the rest."""
@@ -228,7 +277,7 @@ def _particle_sharding(state, num: int):
     def place(x):
         if not eqx.is_array(x):
             return x
-        return jax.device_put(x, split if (x.ndim >= 1 and x.shape[0] == num) else whole)
+        return _put(x, split if (x.ndim >= 1 and x.shape[0] == num) else whole)
 
     return jax.tree_util.tree_map(place, state)
 
@@ -302,7 +351,7 @@ def _grouped(args, group, timer):
     Returns the callable that runs the chunk.
     """
     engine, phase, target, state, keys, start, xs = args
-    devices = jax.devices()
+    devices = jax.local_devices()  # several processes: each runs every group
     num = jax.tree_util.tree_leaves(state)[0].shape[0] // group
     where = [devices[g * len(devices) // num] for g in range(num)]
     on = lambda d, tree: jax.tree_util.tree_map(
@@ -315,6 +364,15 @@ def _grouped(args, group, timer):
     gather = lambda *a: jnp.concatenate([jax.device_put(x, home) for x in a])
     return lambda *_: jax.tree_util.tree_map(
         gather, *[exe(*a) for exe, a in zip(exes, placed, strict=True)])
+
+
+def _mesh_of(tree):
+    """The mesh of the first leaf placed with a NamedSharding, or None."""
+    for x in jax.tree_util.tree_leaves(tree):
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, NamedSharding):
+            return sharding.mesh
+    return None
 
 
 def _chunk_size(num_steps: int, num_chunks: int) -> int:
@@ -353,7 +411,7 @@ def _layout(engine, phase, state, rng_key, group=None):
     if mesh is None:
         return _chunk, (lambda s: s), keys
     where = NamedSharding(mesh, PartitionSpec("chain"))
-    place = lambda s: jax.device_put(s, where)
+    place = lambda s: jax.tree_util.tree_map(lambda x: _put(x, where), s)
     return _sharded(_chunk, mesh), place, place(keys)
 
 
@@ -408,10 +466,15 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
             rows = (jnp.int32(size) if phase.until is not None else
                     jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
             args = (engine, static, target, state, keys, jnp.int32(done), rows)
+            if _multiprocess() and group is None:  # the rest, whole on every device
+                mesh = _mesh_of(state)
+                if mesh is not None:
+                    args = (*_replicated((engine, static, target), mesh), state, keys,
+                            *_replicated((jnp.int32(done), rows), mesh))
             exe = (_grouped(args, group, run.timer) if group is not None else
                    compiled(chunk_fn, *args, key=("sharded-chunk",) if sharded else None,
                             timer=run.timer))
-            state, out = run.timer.run(exe, *args)
+            state, out = _gathered(run.timer.run(exe, *args))
             done += size
             if phase.until is None:
                 chunks.append(out if phase.keep is None else {k: out[k] for k in phase.keep})
@@ -478,7 +541,7 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
 
 
 def _progress(label, total, initial, enabled):
-    if not enabled:
+    if not enabled or jax.process_index() != 0:  # one bar, from the first process
         return None
     from tqdm.auto import tqdm
 

@@ -1,7 +1,7 @@
 """Errors that name the problem in one paragraph (the CLI prints them without a traceback)."""
 
 __all__ = ["HelmholtzError", "ModelError", "EngineError", "InitializationError", "OptionError",
-           "CheckpointError", "RunError", "ResultFileError"]
+           "CheckpointError", "RunError", "ResultFileError", "DistributedError"]
 
 
 class HelmholtzError(Exception):
@@ -43,3 +43,7 @@ class RunError(HelmholtzError, RuntimeError):
 
 class ResultFileError(HelmholtzError, ValueError):
     """A file is not a helmholtz result file, or is a corrupt one."""
+
+
+class DistributedError(HelmholtzError, RuntimeError):
+    """The multi-process runtime could not start (no coordinator, bad settings)."""
