@@ -14,15 +14,33 @@ import pytest
 SCRIPT = r"""
 import json, os, sys
 nproc, pid, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
+crash_after = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 import helmholtz, helmholtz.distributed
 if nproc > 1:
     helmholtz.distributed.initialize(f"127.0.0.1:{port}", nproc, pid,
                                      local_device_count=4 // nproc, timeout=60)
 import jax, numpy as np
 from helmholtz.models import get
+if crash_after:  # process 0 dies (SIGKILL) right after writing its crash_after-th chunk
+    import signal
+    from helmholtz.checkpoint import Checkpoint
+    saved, original = [0], Checkpoint.save
+    def save(self, *args):
+        original(self, *args)
+        saved[0] += 1
+        if saved[0] == crash_after and jax.process_index() == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+    Checkpoint.save = save
 target = get("linear_gaussian").target()
+resumed = checkpoint is not None and os.path.exists(checkpoint)
 nuts = helmholtz.infer(target, "nuts", seed=3, num_warmup=150, num_samples=100,
-                       num_chains=4)
+                       num_chains=4, checkpoint=checkpoint)
+if checkpoint is not None:
+    if helmholtz.distributed.is_main():
+        print(json.dumps({"resumed": resumed, "left": os.path.exists(checkpoint),
+                          "w": np.asarray(nuts.samples["w"]).tolist()}))
+    sys.exit(0)
 smc = helmholtz.infer(target, "smc", seed=3, num_particles=100, num_replicates=4)
 if helmholtz.distributed.is_main():
     print(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
@@ -93,3 +111,33 @@ def test_a_missing_coordinator_fails_within_its_timeout_naming_the_address():
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("helmholtz.errors.DistributedError: process 1 of 2 could not "
                            f"reach the coordinator at 127.0.0.1:{port} within 3 s"), last
+
+
+def test_a_run_whose_process_died_resumes_when_all_processes_restart(one_and_two_processes,
+                                                                      tmp_path):
+    """Process 0 is killed after writing its third chunk; process 1, left waiting in a
+    collective, is stopped as a scheduler would. Both restart with the same checkpoint:
+    the run resumes from the file and ends with the uninterrupted run's draws."""
+    one, _ = one_and_two_processes
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    ckpt = str(tmp_path / "nuts.ckpt")
+
+    def launch(*extra):
+        port = str(_free_port())
+        return [subprocess.Popen([sys.executable, str(script), "2", str(i), port, ckpt,
+                                  *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env=_env()) for i in range(2)]
+
+    first = launch("3")
+    first[0].wait(timeout=600)
+    assert first[0].returncode == -9  # SIGKILL
+    first[1].kill()
+    first[1].wait(timeout=60)
+    assert os.path.exists(ckpt)
+    again = launch()
+    outs = [p.communicate(timeout=600)[0] for p in again]
+    assert all(p.returncode == 0 for p in again), outs
+    out = _last_json(outs[0])
+    assert out["resumed"] and not out["left"]
+    np.testing.assert_array_equal(np.asarray(out["w"]), np.asarray(one["w"]))

@@ -81,7 +81,13 @@ class Checkpoint:
                       _from_host(payload["infos"]), _from_host(payload["chunks"]))
 
     def save(self, phase: int, infos: dict, done: int, state, chunks: list) -> None:
-        """Write the progress atomically: phase index, steps done in it, state, infos."""
+        """Write the progress atomically: phase index, steps done in it, state, infos.
+
+        In a run over several processes every process holds the whole state (the driver
+        gathers it between chunks) and process 0 alone writes it; on a restart of all
+        processes each reads that one file (on several hosts: a shared filesystem)."""
+        if jax.process_index() != 0:
+            return
         payload = {"format": _FORMAT, "fingerprint": self._fingerprint, "phase": phase,
                    "done": done, "state": _to_host(state), "infos": _to_host(infos),
                    "chunks": _to_host(chunks)}
@@ -94,7 +100,7 @@ class Checkpoint:
 
     def finish(self) -> None:
         """The run is complete: remove the file unless asked to keep it."""
-        if not self.keep:
+        if not self.keep and jax.process_index() == 0:
             self.path.unlink(missing_ok=True)
 
 
@@ -179,6 +185,7 @@ def fingerprint(engine, target, rng_key) -> dict:
         "engine": engine.name,
         **{f"option {k}": _value_digest(v) for k, v in options.items()},
         "seed": _array_digest(rng_key),
+        "processes": str(jax.process_count()),
         "jax version": jax.__version__,
         "helmholtz version": __version__,
     }
@@ -186,7 +193,7 @@ def fingerprint(engine, target, rng_key) -> dict:
 
 def _describe(differs: list[str], old: dict, new: dict) -> str:
     def say(k):
-        if k in ("model", "engine", "jax version", "helmholtz version"):
+        if k in ("model", "engine", "jax version", "helmholtz version", "processes"):
             return f"{k} {old.get(k)!r} → {new.get(k)!r}"
         return f"{k} differs"
 
