@@ -584,12 +584,18 @@ class Result:
         root attribute ``helmholtz`` (JSON: engine, model, free energy, estimates,
         status, timings, configuration). A fitted object that is not a registered
         :class:`Fitted` is left out, with a warning.
+
+        In a run over several processes (:mod:`helmholtz.distributed`) every process
+        holds the same Result and only process 0 writes; the others return the path.
         """
         import warnings
 
+        import jax
         import xarray as xr
 
         path = Path(path)
+        if jax.process_count() > 1 and jax.process_index() != 0:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.to_arviz()
         nodes = {name: _arviz.get_dataset(data, name) for name in _arviz.group_names(data)}
