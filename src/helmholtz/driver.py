@@ -411,7 +411,8 @@ def _layout(engine, phase, state, rng_key, group=None):
     if mesh is None:
         return _chunk, (lambda s: s), keys
     where = NamedSharding(mesh, PartitionSpec("chain"))
-    place = lambda s: jax.tree_util.tree_map(lambda x: _put(x, where), s)
+    place = ((lambda s: jax.tree_util.tree_map(lambda x: _put(x, where), s))
+             if _multiprocess() else (lambda s: jax.device_put(s, where)))
     return _sharded(_chunk, mesh), place, place(keys)
 
 
