@@ -81,8 +81,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (f"{flags} --xla_force_host_platform_device_count="
                                    f"{int(local_device_count)}").strip()
-    if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only
     if process_id not in (None, 0) and coordinator_address:
         _wait_for_coordinator(coordinator_address, timeout, process_id, num_processes)
     try:

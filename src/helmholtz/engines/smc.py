@@ -18,6 +18,7 @@ import numpy as np
 from blackjax.smc import resampling
 
 from helmholtz.engines._assemble import assemble
+from helmholtz.engines._weights import batch_se
 from helmholtz.engines.annealing import (
     _acceptance,
     _Annealing,
@@ -208,13 +209,10 @@ def _replicate_estimate(log_z_r) -> tuple[float, float, str]:
     log_z = float(np.logaddexp.reduce(log_z_r) - np.log(r))
     if r < 2:
         return log_z, math.nan, ""
-    ratio = np.exp(log_z_r - log_z_r.max())
-    share = ratio / ratio.sum()
-    ratio = ratio / ratio.mean()
-    spread = np.std(ratio, ddof=1)
+    share = np.exp(log_z_r - np.logaddexp.reduce(log_z_r))
+    se = batch_se(log_z_r, num_batches=r)  # each replicate is a batch of one Ẑ_r
     if finite.size == r:
-        spread = max(spread, np.std(log_z_r, ddof=1))
-    se = float(spread / math.sqrt(r))
+        se = max(se, float(np.std(log_z_r, ddof=1) / math.sqrt(r)))
     warning = ""
     if r >= 4 and share.max() > DOMINANT_SHARE:
         warning = (f"one of {r} replicates carries {100 * share.max():.0f}% of Ẑ (the "
