@@ -35,6 +35,7 @@ import functools
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -327,6 +328,27 @@ base into the neck."""
 funnel_boltzmann.__name__ = "funnel_boltzmann"
 
 
+def _funnel_draws(rng_key, num: int, dim: int = 10, scale: float = 3.0):
+    k1, k2 = jax.random.split(rng_key)
+    v = scale * jax.random.normal(k1, (num,))
+    x = jnp.exp(0.5 * v)[:, None] * jax.random.normal(k2, (num, dim - 1))
+    return v, x
+
+
+def _funnel_sampler(rng_key, num, dim: int = 10, scale: float = 3.0):
+    v, x = _funnel_draws(rng_key, num, dim, scale)
+    return {"v": v, "x": x}
+
+
+def _funnel_boltzmann_sampler(rng_key, num, *args, **kwargs):
+    v, x = _funnel_draws(rng_key, num)
+    return {"x": jnp.concatenate([v[:, None], x], axis=1)}
+
+
+funnel.exact_sampler = _funnel_sampler
+funnel_boltzmann.exact_sampler = _funnel_boltzmann_sampler
+
+
 # ---------------------------------------------------------------------------------------
 # GMM-40
 # ---------------------------------------------------------------------------------------
@@ -394,6 +416,22 @@ def gmm40_energy(x):
 
 gmm40 = boltzmann(gmm40_energy, _normal_base(0.0, 30.0, 2), 1.0, log_z=0.0)
 gmm40.__name__ = "gmm40"
+
+
+def _mixture_sampler(means, weights, scales) -> Callable:
+    """``exact_sampler(rng_key, num, …) -> {"x": (num, d)}`` of a Gaussian mixture."""
+    means, weights, scales = (np.asarray(a, np.float64) for a in (means, weights, scales))
+
+    def sampler(rng_key, num, *args, **kwargs):
+        k1, k2 = jax.random.split(rng_key)
+        comp = jax.random.choice(k1, len(weights), (num,), p=jnp.asarray(weights))
+        eps = jax.random.normal(k2, (num, means.shape[1]))
+        return {"x": jnp.asarray(means)[comp] + jnp.asarray(scales)[comp, None] * eps}
+
+    return sampler
+
+
+gmm40.exact_sampler = _mixture_sampler(GMM40_MEANS, np.full(40, 1 / 40), np.ones(40))
 
 # ---------------------------------------------------------------------------------------
 # Mixture of Student-t
@@ -479,6 +517,30 @@ many_well = boltzmann(
     log_z=lambda: many_well_log_z(32),
 )
 many_well.__name__ = "many_well"
+
+
+@functools.cache
+def _many_well_quantiles() -> tuple[np.ndarray, np.ndarray]:
+    h = 1e-3
+    u = np.arange(-6.0, 6.0 + h / 2, h)
+    log_p = -(u**4 - 6.0 * u**2 - 0.5 * u)
+    p = np.exp(log_p - log_p.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]))])
+    return cdf / cdf[-1], u
+
+
+def _many_well_sampler(rng_key, num, *args, dim: int = 32, **kwargs):
+    """Exact draws: each block's x by inverting its CDF (trapezoid on a 1e-3 grid), y
+    standard normal."""
+    cdf, grid = _many_well_quantiles()
+    k1, k2 = jax.random.split(rng_key)
+    u = jnp.interp(jax.random.uniform(k1, (num, dim // 2)), jnp.asarray(cdf),
+                   jnp.asarray(grid))
+    y = jax.random.normal(k2, (num, dim // 2))
+    return {"x": jnp.stack([u, y], axis=-1).reshape(num, dim)}
+
+
+many_well.exact_sampler = _many_well_sampler
 
 # ---------------------------------------------------------------------------------------
 # Particle systems: DW-4 and LJ-13 (Köhler, Klein & Noé 2020)
@@ -641,6 +703,7 @@ def unequal_mixture_energy(x):
 
 unequal_mixture = boltzmann(unequal_mixture_energy, _normal_base(0.0, 6.0, 5), 1.0, log_z=0.0)
 unequal_mixture.__name__ = "unequal_mixture"
+unequal_mixture.exact_sampler = _mixture_sampler(UNEQUAL_MEANS, UNEQUAL_WEIGHTS, UNEQUAL_SCALES)
 
 # ---------------------------------------------------------------------------------------
 # Registration

@@ -29,6 +29,33 @@ def x64():
     jax.config.update("jax_enable_x64", previous)
 
 
+@pytest.fixture
+def interrupted(monkeypatch):
+    """``interrupted(n, fn)``: call ``fn()`` with the driver's n-th timed call raising
+    KeyboardInterrupt (a run killed part-way), which must propagate; afterwards the
+    driver is whole again."""
+    from helmholtz import driver
+
+    def run(n, fn):
+        calls = {"n": 0}
+        real_run = driver.Timer.run
+
+        def dying_run(self, f, *args):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real_run(self, f, *args)
+
+        monkeypatch.setattr(driver.Timer, "run", dying_run)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                fn()
+        finally:
+            monkeypatch.setattr(driver.Timer, "run", real_run)
+
+    return run
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Drop compiled programs after each test module.

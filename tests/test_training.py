@@ -13,7 +13,6 @@ import optax
 import pytest
 
 import helmholtz
-from helmholtz import driver
 from helmholtz.driver import TRACE_COUNT
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines.base import Engine
@@ -81,24 +80,14 @@ def test_engine_holding_a_network_compiles_once():
                                    atol=0.1 * np.sqrt(np.diag(cov)).max())
 
 
-def test_interrupted_training_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_parameters(tmp_path, interrupted):
     target = get("linear_gaussian").target(seed=0)
     options = dict(num_optimizer_steps=400, num_samples=50, num_elbo_samples=50)
     full = helmholtz.infer(target, "svi", seed=3, checkpoint=str(tmp_path / "a.ckpt"),
                            **options)
-    calls = {"n": 0}
-    real_run = driver.Timer.run
-
-    def dying_run(self, fn, *args):
-        calls["n"] += 1
-        if calls["n"] == 9:  # the start, then part of the training
-            raise KeyboardInterrupt
-        return real_run(self, fn, *args)
-
-    monkeypatch.setattr(driver.Timer, "run", dying_run)
-    with pytest.raises(KeyboardInterrupt):
-        helmholtz.infer(target, "svi", seed=3, checkpoint=str(tmp_path / "b.ckpt"), **options)
-    monkeypatch.setattr(driver.Timer, "run", real_run)
+    # the start, then part of the training
+    interrupted(9, lambda: helmholtz.infer(target, "svi", seed=3,
+                                           checkpoint=str(tmp_path / "b.ckpt"), **options))
     resumed = helmholtz.infer(target, "svi", seed=3, checkpoint=str(tmp_path / "b.ckpt"),
                               **options)
     for k in full.fitted.params:
