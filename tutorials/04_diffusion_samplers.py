@@ -33,7 +33,7 @@
 # We put them side by side with NUTS and SMC on GMM-40: 40 unit Gaussians scattered over
 # [−40, 40]², log Z = 0, the standard test of mode coverage.
 #
-# Run as a script (`python tutorials/04_diffusion_samplers.py`, about ten minutes on two
+# Run as a script (`python tutorials/04_diffusion_samplers.py`, about fifteen minutes on two
 # CPU cores) or open it as a notebook with jupytext. Figures go to `tutorials/images/`.
 
 # %%
