@@ -119,10 +119,10 @@ fig.savefig(IMAGES / "diffusion_samples.png", dpi=110)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
 for name in ("pis", "dds", "cmcd", "asbs"):
     trace = results[name].trace
-    steps = np.arange(trace["elbo"].size)
-    smooth = np.convolve(trace["elbo"], np.ones(25) / 25, mode="same")
-    ax1.plot(steps, smooth, label=name)
-    ax2.plot(steps, np.convolve(trace["ess"], np.ones(25) / 25, mode="same"), label=name)
+    window = np.ones(25) / 25  # a running mean over 25 steps, only where it is whole
+    steps = np.arange(trace["elbo"].size - window.size + 1) + window.size // 2
+    ax1.plot(steps, np.convolve(trace["elbo"], window, mode="valid"), label=name)
+    ax2.plot(steps, np.convolve(trace["ess"], window, mode="valid"), label=name)
 ax1.axhline(0.0, color="k", lw=0.8)
 ax1.set(xlabel="optimiser step", ylabel="batch ELBO", ylim=(-15, 1))
 ax2.set(xlabel="optimiser step", ylabel="Kish ESS of 256 paths")
