@@ -6,7 +6,6 @@ estimates (``is``, ``elbo``, ``eubo``) and their fitted sampler in one place.
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import ClassVar
 
@@ -17,8 +16,9 @@ import numpy as np
 from helmholtz.driver import compiled
 from helmholtz.engines._assemble import assemble, status_of
 from helmholtz.engines._weights import batch_se, log_mean_exp_se, weights_warning
+from helmholtz.engines.svi import _constrain_draws
 from helmholtz.errors import ModelError
-from helmholtz.result import FreeEnergy, register_fitted
+from helmholtz.result import FreeEnergy, _resolve, register_fitted
 from helmholtz.training import training_status
 
 __all__ = ["path_result", "FittedPathSampler", "exact_target_draws"]
@@ -148,22 +148,10 @@ def _reference(fn) -> str | None:
     return None if "<" in ref or ref.startswith(":") else ref
 
 
-def _resolve(ref: str):
-    module, _, qualname = ref.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _jsonable(value):
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return [float(v) for v in np.asarray(value, np.float64).ravel()]
-
-
-def _constrain(target, z):
-    return jax.vmap(target.constrain)(z)
 
 
 @register_fitted
@@ -190,7 +178,7 @@ class FittedPathSampler:
         batch = compiled(_draw, self.engine, self.target, self.params, rng_key, num)(
             self.engine, self.target, self.params, rng_key, num)
         z = batch.end.astype(jnp.result_type(float))
-        out = compiled(_constrain, self.target, z)(self.target, z)
+        out = compiled(_constrain_draws, self.target, z)(self.target, z)
         return {**{k: np.asarray(v) for k, v in out.items()},
                 "log_weight": np.asarray(batch.log_weight, np.float64)}
 
@@ -229,17 +217,13 @@ class FittedPathSampler:
     @classmethod
     def from_saved(cls, meta, arrays, target=None):
         from helmholtz.engines.base import get_engine, with_options
-        from helmholtz.engines.svi import _target_from_reference
+        from helmholtz.engines.svi import saved_target
 
         options = dict(meta["options"])
         if meta.get("network"):
             options["network"] = _resolve(meta["network"])
         engine = with_options(get_engine(meta["engine"]), options)
-        if target is None:
-            target = _target_from_reference(meta)
-        if target is not None and meta["dim"] != target.dim:
-            raise ValueError(f"the saved sampler is over {meta['dim']} dimensions, the target "
-                             f"'{target.name}' has {target.dim}")
+        target = saved_target(meta, target, "sampler")
         skeleton = jax.eval_shape(lambda: engine.param_skeleton(meta["dim"]))
         shapes, treedef = jax.tree_util.tree_flatten(skeleton)
         if len(arrays) != len(shapes) or any(

@@ -295,12 +295,8 @@ class FittedGuide:
         from helmholtz.engines.base import with_options
 
         engine = with_options(SVI(), meta["options"])
-        if target is None:
-            target = _target_from_reference(meta)
-        if target is not None and meta.get("dim") != target.dim:
-            raise ValueError(f"the saved guide is over {meta['dim']} dimensions, the target "
-                             f"'{target.name}' has {target.dim}")
-        return cls(engine, {k: jnp.asarray(v) for k, v in arrays.items()}, target)
+        return cls(engine, {k: jnp.asarray(v) for k, v in arrays.items()},
+                   saved_target(meta, target, "guide"))
 
 
 def _jsonable_arguments(value):
@@ -340,6 +336,17 @@ def _model_reference(target) -> dict:
     if "<" in ref or arguments is None or target.observed or target.params:
         return {}
     return {"model": ref, "model_arguments": arguments}
+
+
+def saved_target(meta, target, what: str):
+    """The Target a saved fitted object draws for: ``target`` if given (checked against
+    the saved dimension), else the model rebuilt from its saved reference, else None."""
+    if target is None:
+        target = _target_from_reference(meta)
+    if target is not None and meta.get("dim") != target.dim:
+        raise ValueError(f"the saved {what} is over {meta['dim']} dimensions, the target "
+                         f"'{target.name}' has {target.dim}")
+    return target
 
 
 def _target_from_reference(meta):
