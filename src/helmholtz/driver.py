@@ -401,7 +401,8 @@ def _layout(engine, phase, state, rng_key, group=None):
     """Where a phase runs: the chunk function (sharded over a chain mesh when several
     devices share the chains, unless chains run in groups), a function that places the
     state on the devices, and the step key(s): one per chain for per-chain phases."""
-    num_lead = jax.tree_util.tree_leaves(state)[0].shape[0]
+    first = jax.tree_util.tree_leaves(state)[0]
+    num_lead = first.shape[0] if first.ndim else 1  # a state may start with a scalar (em)
     if not phase.per_chain:
         place = ((lambda s: _particle_sharding(s, num_lead)) if engine.population
                  else (lambda s: s))
@@ -512,6 +513,15 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     every chunk; a run started with the same checkpoint resumes where the last one
     stopped, and a finished run removes it (unless the checkpoint says ``keep``).
     """
+    if target.dim == 0 and not getattr(engine, "fits_params", False):
+        from helmholtz.errors import ModelError
+
+        raise ModelError(
+            f"model '{target.name}' has no continuous latent sites for {engine.name} to "
+            "sample" + (f" (discrete sites {list(target.enumerated_names)} are summed out)"
+                        if target.enumerated_names else "")
+            + f"; its numpyro.param sites {[p.name for p in target.param_sites]} are "
+            "fitted by the em engine")
     ckpt = as_checkpoint(checkpoint)
     run = Run(progress_bar, ckpt)
     looped = engine.loop_engine()

@@ -220,9 +220,11 @@ def _layout(tr, model_name) -> dict:
                 _JACOBIAN_PREFIX
             ):
                 obs.append(site["name"])
-    if not sites:
+    if not sites and not params:
         raise ModelError(f"model '{model_name}' has no latent sample sites: nothing to infer."
-                         + (f" (Its discrete sites {enum} are summed out.)" if enum else ""))
+                         + (f" (Its discrete sites {enum} are summed out.)" if enum else "")
+                         + " A model with numpyro.param sites and only discrete latents is "
+                         "fitted by the em engine.")
     return {"sites": tuple(sites), "enum": tuple(enum),
             "param_sites": tuple(sorted(params, key=lambda p: p.name)),
             "param_values": param_values, "observed": tuple(obs), "deterministic": tuple(det)}

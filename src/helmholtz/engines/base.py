@@ -121,6 +121,7 @@ class Engine:
     population: ClassVar[bool] = False
     approximate: ClassVar[str] = ""
     aliases: ClassVar[dict[str, str]] = {}
+    fits_params: ClassVar[bool] = False  # runs on models with no continuous latent (em)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
