@@ -29,6 +29,16 @@ def x64():
     jax.config.update("jax_enable_x64", previous)
 
 
+@pytest.fixture(scope="module")
+def x64_module():
+    """Float64 for a whole module (``pytestmark = pytest.mark.usefixtures("x64_module")``),
+    so that its module-scoped fixtures compute in double precision too."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
 @pytest.fixture
 def interrupted(monkeypatch):
     """``interrupted(n, fn)``: call ``fn()`` with the driver's n-th timed call raising

@@ -5,7 +5,6 @@ a direct computation from responsibilities."""
 
 import re
 
-import jax
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -17,13 +16,7 @@ from helmholtz.errors import ModelError, OptionError
 from helmholtz.models import latent
 from helmholtz.result import Result
 
-
-@pytest.fixture(scope="module", autouse=True)
-def x64_module():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64_module")  # sklearn and hmmlearn run in float64
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,8 @@ NOISE_NM = 0.005
 _heavy_rmsd = jax.jit(lambda a, b: alanine.kabsch_rmsd(a, b))  # default: heavy atoms
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64_module():
-    """Float64 for every test here (the references are double precision)."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+# float64 for every test here (the references are double precision)
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 
 @pytest.fixture(scope="module")
