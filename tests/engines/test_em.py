@@ -186,3 +186,21 @@ def test_em_conforms_progress_bar_checkpoint_resume_and_save_load(mixture, tmp_p
     assert loaded.engine == "em" and loaded.free_energy.value == full.free_energy.value
     np.testing.assert_array_equal(loaded.fitted.params["means"], full.fitted.params["means"])
     np.testing.assert_array_equal(loaded.stats["marginals.z"], full.stats["marginals.z"])
+
+
+def test_variational_em_bounds_the_likelihood_from_above_on_ppca():
+    """A mean-field Gaussian E-step on PPCA with one latent dimension (where mean field is
+    exact): F = −ELBO on fresh draws stays above −log p(x | θ_ML) and within 10 % of it,
+    and σ² lands within 10 % of its maximum-likelihood value."""
+    from helmholtz.engines.em import Variational
+
+    x, _ = latent.simulate_ppca(0, 200, 4, 1, 0.1)
+    x = np.asarray(x, np.float64)
+    best = latent.ppca_max_log_likelihood(x, 1)
+    # Tipping & Bishop: σ²_ML is the mean of the discarded eigenvalues of the covariance
+    sigma2_ml = np.mean(np.linalg.eigvalsh(np.cov(x.T, bias=True))[:-1])
+    r = _em(latent.ppca, x, model_kwargs={"latent_dim": 1}, e_step=Variational(),
+            learning_rate=0.02, m_steps=10, max_iterations=200)
+    assert r.free_energy.kind == "lower bound" and r.status.ok, r.status
+    assert -best <= r.free_energy.value <= -best + 0.1 * abs(best), (r.free_energy, best)
+    np.testing.assert_allclose(r.fitted.params["noise_variance"], sigma2_ml, rtol=0.1)

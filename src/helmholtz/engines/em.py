@@ -192,8 +192,8 @@ class MonteCarlo:
     def __post_init__(self):
         from helmholtz.engines.annealing import move_preset
 
-        _check_counts(self, "num_samples", "num_mcmc_steps")
-        _check_positive(self, "step_size")
+        _positive_int(self, "num_samples", "num_mcmc_steps")
+        _positive_number(self, "step_size")
         move_preset(self.move)  # an unknown move is named here, not inside a trace
 
 
@@ -210,23 +210,8 @@ class Variational:
     name = "variational"
 
     def __post_init__(self):
-        _check_counts(self, "num_steps", "num_draws")
-        _check_positive(self, "learning_rate")
-
-
-def _check_counts(obj, *names):
-    for n in names:
-        v = getattr(obj, n)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise OptionError(f"em: {type(obj).__name__}.{n} must be an integer ≥ 1, got {v!r}")
-
-
-def _check_positive(obj, *names):
-    for n in names:
-        v = getattr(obj, n)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
-            raise OptionError(f"em: {type(obj).__name__}.{n} must be a finite positive number, "
-                              f"got {v!r}")
+        _positive_int(self, "num_steps", "num_draws")
+        _positive_number(self, "learning_rate")
 
 
 E_STEPS = {"exact": Exact, "monte-carlo": MonteCarlo, "variational": Variational}
@@ -411,8 +396,7 @@ class EM(Engine):
 
         (guide, opt_state), _ = jax.lax.scan(body, (guide, opt_state), None,
                                              length=e.num_steps)
-        entropy = jnp.sum(guide["log_scale"]) + 0.5 * guide["loc"].size * (
-            1.0 + jnp.log(2 * jnp.pi))
+        entropy = _gaussian_entropy(guide)
         expected = _elbo(target, u_theta, guide, eps) - entropy
         return (guide, eps), expected, entropy, (guide, opt_state, eps), None
 
@@ -431,8 +415,7 @@ class EM(Engine):
             return jnp.mean(jax.vmap(lambda d: _log_joint_at(target, u_theta, d))(posterior))
         guide, fitted_eps = posterior
         eps = fitted_eps if eps is None else eps
-        entropy = jnp.sum(guide["log_scale"]) + 0.5 * guide["loc"].size * (
-            1.0 + jnp.log(2 * jnp.pi))
+        entropy = _gaussian_entropy(guide)
         return _elbo(target, u_theta, guide, eps) - entropy
 
     def _m_step(self, target, state: EMState):
@@ -658,8 +641,12 @@ def _elbo(target, u_theta, guide, eps):
     if z.shape[-1] == 0:
         return target.log_joint(u_theta, z[0])
     lp = jax.vmap(lambda zz: target.log_joint(u_theta, zz))(z)
-    entropy = jnp.sum(guide["log_scale"]) + 0.5 * z.shape[-1] * (1.0 + jnp.log(2 * jnp.pi))
-    return jnp.mean(lp) + entropy
+    return jnp.mean(lp) + _gaussian_entropy(guide)
+
+
+def _gaussian_entropy(guide):
+    """Entropy of the mean-field Gaussian N(loc, diag(exp(log_scale))²)."""
+    return jnp.sum(guide["log_scale"]) + 0.5 * guide["loc"].size * (1.0 + jnp.log(2 * jnp.pi))
 
 
 def _mc_draws(engine, rng_key, target, u_theta, e_state):
