@@ -497,7 +497,9 @@ class FisherRaoFlow(Engine):
 
     def start(self, rng_key, target, run):
         keys = jax.random.split(rng_key, self.num_replicates)
-        state = run.call(_fr_init_replicates, self, keys, target)
+        from helmholtz.engines.smc import _init_replicates  # smc starts its replicates alike
+
+        state = run.call(_init_replicates, self, keys, target)
         lik = np.asarray(state.log_likelihood)
         if np.isnan(lik).any():
             raise ModelError(f"fisher-rao: log likelihood of model '{target.name}' is NaN at "
@@ -596,10 +598,6 @@ def _merge_copies(state: FRState):
         out_pos.append(pos[i, first[keep]])
         out_w.append(np.log(merged[keep]))
     return jnp.asarray(np.concatenate(out_pos)), np.concatenate(out_w)
-
-
-def _fr_init_replicates(engine, keys, target):
-    return jax.vmap(lambda k: engine.init(k, target))(keys)
 
 
 def _fr_postfix(engine, state, info):
