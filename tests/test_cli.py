@@ -320,3 +320,47 @@ def test_summary_skips_constant_components():
     table = summary_table(result)
     assert list(table.index) == ["corr[0,1]", "corr[1,0]", "mu"]
     np.testing.assert_allclose(table.loc["mu", "mean"], result.samples["mu"].mean(), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ no draws
+def test_run_prints_what_a_drawless_result_holds(tmp_path):
+    """``em`` returns a fitted θ and the transition-path engines per-path statistics, no
+    posterior draws: ``run`` prints θ (the saved values) or the path metrics (those
+    ``transition_metrics`` reads from the saved Result) and plots no trace."""
+    from helmholtz.paths.metrics import transition_metrics
+
+    model = tmp_path / "mix.py"
+    model.write_text(textwrap.dedent("""
+        import numpy as np
+        import numpyro, numpyro.distributions as dist
+        from numpyro.distributions import constraints
+
+        x = np.concatenate([np.full(30, -2.0), np.full(70, 3.0)]) + np.tile([-.5, .5], 50)
+
+        def model():
+            w = numpyro.param("w", np.array([0.5, 0.5]), constraint=constraints.simplex)
+            mu = numpyro.param("mu", np.array([-1.0, 1.0]))
+            with numpyro.plate("n", x.size):
+                z = numpyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
+                numpyro.sample("x", dist.Normal(mu[z], 0.5), obs=x)
+        """))
+    code, out, err = call("run", f"{model}:model", "--engine", "em", "--out",
+                          tmp_path / "em", "--quiet")
+    assert code == 0, err
+    saved = helmholtz.Result.load(tmp_path / "em" / "em.nc").fitted.params
+    assert "fitted parameters:" in out and "no posterior draws" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("mu "))
+    printed = [float(v) for v in re.findall(r"-?\d+\.\d+", line.split(":", 1)[1])]
+    np.testing.assert_allclose(printed, saved["mu"], atol=1e-4)
+    np.testing.assert_allclose(saved["mu"], [-2.0, 3.0], atol=0.05)  # the cluster centres
+    assert not (tmp_path / "em" / "em_trace.png").exists()
+
+    from helmholtz.models import transition_paths
+
+    code, out, err = call("run", f"{transition_paths.__file__}:muller_brown_paths",
+                          "--engine", "steered-md", "--set", "num_samples=64", "--out",
+                          tmp_path / "smd", "--quiet")
+    assert code == 0, err
+    loaded = helmholtz.Result.load(tmp_path / "smd" / "steered-md.nc")
+    thp = float(re.search(r"^steered-md\s+\S+ ± \S+\s+(\S+) ±", out, re.M).group(1))
+    assert thp == pytest.approx(transition_metrics(loaded).thp, abs=0.01)

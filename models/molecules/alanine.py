@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "kabsch_superpose",
     "ONE_4PI_EPS0",
     "DATA_PATH",
     "AmberParams",
@@ -288,3 +289,18 @@ def kabsch_rmsd(a, b, indices=None) -> jnp.ndarray:
     trace = s[..., 0] + s[..., 1] + sign * s[..., 2]
     msd = jnp.sum(a * a, axis=(-2, -1)) + jnp.sum(b * b, axis=(-2, -1)) - 2.0 * trace
     return jnp.sqrt(jnp.maximum(msd / idx.size, 0.0))
+
+
+def kabsch_superpose(mobile, reference, indices=None) -> jnp.ndarray:
+    """``mobile`` (n, 3) rotated and translated onto ``reference`` (n, 3) by the proper
+    rotation that minimises the deviation on the atoms ``indices`` (all by default;
+    Kabsch 1976), differentiable in both."""
+    idx = np.arange(mobile.shape[-2]) if indices is None else np.asarray(indices)
+    m_c = jnp.mean(mobile[idx], axis=0)
+    r_c = jnp.mean(reference[idx], axis=0)
+    a = mobile[idx] - m_c
+    b = reference[idx] - r_c
+    u, _, vt = jnp.linalg.svd(a.T @ b)
+    d = jnp.sign(jnp.linalg.det(u @ vt))
+    rot = u @ jnp.diag(jnp.array([1.0, 1.0, 1.0], mobile.dtype).at[2].set(d)) @ vt
+    return (mobile - m_c) @ rot + r_c

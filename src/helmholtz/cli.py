@@ -358,15 +358,40 @@ def _num_scalars(result) -> int:
     return len(scalar_components(result.samples, skip_constant=several))
 
 
+def _report_drawless(result) -> None:
+    """A Result without posterior draws: the fitted θ of ``em``, or the path metrics of
+    a transition-path engine."""
+    import numpy as np
+
+    from helmholtz.result import FittedParams
+
+    if isinstance(result.fitted, FittedParams):
+        print("fitted parameters:")
+        for name, value in result.fitted.params.items():
+            v = np.asarray(value)
+            text = np.array2string(v, threshold=12, edgeitems=3, max_line_width=88,
+                                   formatter={"float_kind": lambda f: f"{f:.4f}"})
+            print(f"  {name} {tuple(v.shape)}: {text}")
+    if "hit" in result.stats:
+        from helmholtz.paths.metrics import metrics_table, transition_metrics
+
+        print(metrics_table({result.engine: transition_metrics(result)}, distance_unit="",
+                            energy_unit=""))
+
+
 def _report(result) -> None:
     """What ``run`` prints: a header, the summary table, the free energy, diagnostics."""
     chains = f"{result.num_chains} chain{'s' if result.num_chains != 1 else ''}"
-    print(f"{result.engine} on {result.model}: {chains} × {result.num_draws} draws; "
+    draws = f"{chains} × {result.num_draws} draws" if result.samples else "no posterior draws"
+    print(f"{result.engine} on {result.model}: {draws}; "
           f"compile {result.compile_seconds:.1f} s, run {result.run_seconds:.2f} s, "
           f"{result.num_grad_evals} gradient evaluations")
     print()
-    _print_table(summary_table(result))
-    more = _num_scalars(result) - _SUMMARY_ROWS
+    if not result.samples:
+        _report_drawless(result)
+    else:
+        _print_table(summary_table(result))
+    more = 0 if not result.samples else _num_scalars(result) - _SUMMARY_ROWS
     if more > 0:
         print(f"... {more} more scalar{'s' if more > 1 else ''} in the .nc file")
     print()
@@ -384,6 +409,8 @@ def _report(result) -> None:
             z = f" ({abs(err) / fe.se:.1f} se)" if fe.se > 0 else ""
             line += f"; error F - F_exact = {err:+.4f}{z}"
         print(line)
+    if not result.samples:
+        return
     with _quiet_arviz():
         diag = result.diagnostics()
     rhat = "n/a (one chain)" if math.isnan(diag["max_rhat"]) else f"{diag['max_rhat']:.3f}"
@@ -498,8 +525,9 @@ def _cmd_run(args) -> int:
     out = _out_dir(args, model)
     written = [result.save(out / f"{engine.name}.nc")]
     _use_agg()
-    written.append(out / f"{engine.name}_trace.png")
-    plot_trace(result, written[-1])
+    if result.samples:
+        written.append(out / f"{engine.name}_trace.png")
+        plot_trace(result, written[-1])
     if result.trace:
         written.append(out / f"{engine.name}_loss.png")
         plot_loss(result, written[-1])

@@ -59,7 +59,9 @@ SMALL["asbs"] = dict(SMALL["asbs"], num_steps=64)
 SMALL["cmcd"] = dict(SMALL["cmcd"], step_size=0.004)
 # how far the mean of an approximate engine may be from the exact mean, in posterior sds
 APPROXIMATE_MEAN_SD = 0.25
-NOT_ON_LINEAR_GAUSSIAN = {"rim", "em"}  # em fits param sites: tests/engines/test_em.py
+NOT_ON_LINEAR_GAUSSIAN = {"rim", "em", "tps", "hot-md", "steered-md"}  # em fits param
+# sites (tests/engines/test_em.py); the transition-path engines run on path models only
+# (tests/engines/test_transition.py)
 NAMES = sorted(set(ENGINES) - NOT_ON_LINEAR_GAUSSIAN)
 
 

@@ -12,6 +12,7 @@ from helmholtz.engines import (
     smc,
     svi,
     ti,
+    transition,
 )
 from helmholtz.engines.annealing import AIS
 from helmholtz.engines.asbs import ASBS
@@ -25,9 +26,11 @@ from helmholtz.engines.rim import RIMEngine
 from helmholtz.engines.smc import SMC
 from helmholtz.engines.svi import SVI
 from helmholtz.engines.ti import TI
+from helmholtz.engines.transition import HotMD, SteeredMD, TransitionPathSampler
 
 __all__ = ["ENGINES", "Engine", "Phase", "engine_names", "get_engine", "register", "NUTS",
            "HMC", "MALA", "SVI", "AIS", "SMC", "TI", "ReverseAIS", "BAR", "mcmc", "svi",
            "annealing", "smc", "ti", "bidirectional", "RIMEngine", "rim", "PIS", "DDS",
            "CMCD", "ASBS", "diffusion", "asbs", "Langevin", "SVGD", "FisherRaoFlow",
-           "WFRFlow", "flows", "EM", "em"]
+           "WFRFlow", "flows", "EM", "em", "TransitionPathSampler", "HotMD", "SteeredMD",
+           "transition"]

@@ -257,3 +257,12 @@ def path_model(sde: SDE, x0, terminal_log_factor: Callable | None = None,
     if endpoint is not None:
         numpyro.factor("endpoint", jnp.sum(dist.Normal(jnp.asarray(endpoint),
                                                        endpoint_scale).log_prob(end)))
+
+
+from helmholtz.paths.transition import (  # noqa: E402  (after the SDE machinery it uses)
+    TransitionPath,
+    rollout,
+    transition_path_model,
+)
+
+__all__ += ["TransitionPath", "rollout", "transition_path_model"]

@@ -1,0 +1,531 @@
+"""Transition-path engines: a learned control (``tps``) and two classical baselines
+(``hot-md``, ``steered-md``) on a transition-path model
+(:func:`helmholtz.paths.transition.transition_path_model`).
+
+``tps`` trains a control force u_θ(t, x) so that the controlled dynamics Q^θ approaches
+the conditioned path measure P* ∝ P f(x_K). Objectives:
+
+* ``kl`` — reverse KL, i.e. the negative path ELBO −E_Q[log w], differentiated through
+  the simulated paths (reparameterised; second derivatives of U);
+* ``log_variance`` — E[(log w − log Ẑ)²] over paths drawn from the current Q and held
+  fixed, with a learnable log Ẑ (the objective of TPS-DPS, Seong et al. ICLR 2025; the
+  log-variance divergence of Richter et al. 2020);
+* ``pice`` — the cross-entropy KL(P*‖Q^θ) estimated with self-normalised weights of
+  paths from the current Q (path-integral cross-entropy, Kappen & Ruiz 2016; PIPS,
+  Holdijk et al. NeurIPS 2023).
+
+Controls: ``force`` (an MLP of (x − A)/ℓ and Fourier features of t, as PIPS), ``potential``
+(u = −∇b_θ, a learned bias potential) and ``displacement`` (per particle
+u_i = s_θ,i(x, t) (B̃ − x)_i with B̃ the target superposed onto x by Kabsch, the
+equivariant scaled displacement of TPS-DPS). Training may start at a raised temperature
+(``anneal_from`` × kT) and cool to kT over ``anneal_fraction`` of the steps.
+
+Every path carries its exact weight log w = log f(x_K) − log dQ/dP, so each engine's
+Result reports ``is`` (−log mean w, the free energy of the relaxed transition
+probability Z = E_P[f(x_K)]) and the per-path statistics the metrics read
+(:func:`helmholtz.paths.metrics.transition_metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from helmholtz.engines._assemble import assemble
+from helmholtz.engines._control import _fourier, zero_last_layer
+from helmholtz.engines._paths_result import _finite_mean_se, _jsonable
+from helmholtz.engines._weights import batch_se, log_mean_exp_se, weights_warning
+from helmholtz.engines.base import Engine, _positive_int, register
+from helmholtz.errors import ModelError, OptionError
+from helmholtz.paths.metrics import path_statistics
+from helmholtz.paths.transition import TransitionPath, angle_difference, path_log_ratio, rollout
+from helmholtz.result import FreeEnergy, Status, register_fitted
+from helmholtz.training import init_training, training_phase, training_status
+
+__all__ = ["TransitionPathSampler", "HotMD", "SteeredMD", "transition_problem",
+           "ForceControl", "PotentialControl", "DisplacementControl",
+           "FittedTransitionControl", "CONTROLS", "OBJECTIVES"]
+
+OBJECTIVES = ("log_variance", "kl", "pice")
+CONTROLS = ("force", "potential", "displacement")
+NUM_FREQUENCIES = 6
+
+
+def transition_problem(target, engine_name: str) -> TransitionPath:
+    problem = getattr(target.model, "transition_path", None)
+    if not isinstance(problem, TransitionPath):
+        raise ModelError(f"{engine_name}: model '{target.name}' is not a transition-path "
+                         "model; build one with helmholtz.paths.transition_path_model("
+                         "TransitionPath(...)) (e.g. helmholtz.models.transition_paths."
+                         "muller_brown_paths)")
+    return problem
+
+
+# --------------------------------------------------------------------------- controls
+def _features(problem, t, x):
+    """(x − A)/ℓ, Fourier features of t, and the end-time feature
+    τ = −log(1 − t + 1/K)/log K ∈ [0, 1] alone and times (x − B)/ℓ: the control that
+    lands paths on B grows like 1/(time left) near the end (a Brownian bridge's
+    does), which a few Fourier features of t cannot resolve in the last steps."""
+    t = jnp.asarray(t, x.dtype)
+    k = problem.num_steps
+    tau = -jnp.log(1.0 - t + 1.0 / k) / math.log(k)
+    return jnp.concatenate([(x - problem.start) / problem.length_scale,
+                            _fourier(t, NUM_FREQUENCIES), tau[None],
+                            tau * (x - problem.target) / problem.length_scale])
+
+
+class ForceControl(eqx.Module):
+    """u(t, x) = force_scale · MLP((x − A)/ℓ, φ(t)) (last layer zero: starts at u ≡ 0)."""
+
+    mlp: eqx.nn.MLP
+
+    def __call__(self, problem, t, x):
+        return self.mlp(_features(problem, t, x)) * problem.force_scale
+
+
+class PotentialControl(eqx.Module):
+    """u = −∇ₓ b(t, x) with the bias potential b = kT · MLP((x − A)/ℓ, φ(t))."""
+
+    mlp: eqx.nn.MLP
+
+    def __call__(self, problem, t, x):
+        bias = lambda y: self.mlp(_features(problem, t, y))[0] * problem.temperature
+        return -jax.grad(bias)(x)
+
+
+class DisplacementControl(eqx.Module):
+    """u_i = (force_scale/ℓ) s_i(t, x) (B̃ − x)_i per particle i, with B̃ the target
+    superposed onto x (rotation-equivariant when the scales see invariant features; here
+    they see (x − A)/ℓ and φ(t), as TPS-DPS's scale network does)."""
+
+    mlp: eqx.nn.MLP
+
+    def __call__(self, problem, t, x):
+        b = problem.target if problem.align_fn is None else problem.align_fn(x)
+        k = problem.spatial_dim
+        scales = self.mlp(_features(problem, t, x))
+        disp = (b - x).reshape(-1, k)
+        return (scales[:, None] * disp).reshape(-1) * problem.force_scale / problem.length_scale
+
+
+def build_control(kind: str, problem: TransitionPath, key, hidden_dim: int, num_layers: int):
+    width = 2 * problem.dim + 2 * NUM_FREQUENCIES + 1
+    out = {"force": problem.dim, "potential": 1,
+           "displacement": problem.dim // problem.spatial_dim}[kind]
+    mlp = zero_last_layer(eqx.nn.MLP(width, out, hidden_dim, num_layers,
+                                     activation=jax.nn.gelu, key=key,
+                                     dtype=problem.start.dtype))
+    return {"force": ForceControl, "potential": PotentialControl,
+            "displacement": DisplacementControl}[kind](mlp)
+
+
+# --------------------------------------------------------------------------- results
+def _estimates(log_w, what: str) -> dict:
+    log_z, se_delta, ess = log_mean_exp_se(log_w)
+    both = np.array([se_delta, batch_se(log_w)], np.float64)
+    se = float(np.max(both[~np.isnan(both)])) if (~np.isnan(both)).any() else math.nan
+    n = log_w.size
+    out = {"is": FreeEnergy(-log_z, se, "unbiased-Z estimate",
+                            f"importance sampling over {n} paths of {what}, ESS {ess:.1f}: "
+                            "−log of the relaxed transition probability E_P[f(x_K)]",
+                            warning=weights_warning(log_w, ess))}
+    elbo, elbo_se, warning = _finite_mean_se(log_w)
+    out["elbo"] = FreeEnergy(-elbo, elbo_se, "lower bound",
+                             f"path ELBO E_Q[log w] over {n} paths", warning=warning)
+    return out
+
+
+def _draw(engine, target, state, key, n, keep=False):
+    """``n`` paths of the engine's control (at its temperature), weighed against P."""
+    problem = transition_problem(target, engine.name)
+    factor = getattr(engine, "temperature_factor", 1.0)
+    return rollout(problem, key, n, engine.control_fn(problem, state),
+                   temperature=problem.temperature * factor,
+                   reference_temperature=problem.temperature, keep=keep)
+
+
+def _paths_result(engine, target, problem, paths, run, energy_evals, *, what, trace=None,
+                  fitted=None, train_status=None):
+    stats = path_statistics(problem, paths)
+    log_w = stats["log_weight"]
+    estimates = _estimates(log_w, what)
+    status = train_status if train_status is not None and not train_status.ok else None
+    bad = int(stats["blown_up"].sum())
+    if status is None and bad:
+        status = Status("diverged", f"{bad} of {log_w.size} paths blew up (energy above "
+                        "1e6 or not finite); they are left out of RMSD and ETS and count as "
+                        "misses for THP (helmholtz.paths.metrics)")
+    if status is None:
+        w = estimates["is"].warning
+        status = Status("unreliable", w) if w else Status()
+    return assemble(engine, target, None, {k: v[None] for k, v in stats.items()}, run,
+                    energy_evals, estimates["is"], log_weights=log_w[None], trace=trace,
+                    estimates=estimates, fitted=fitted, status=status)
+
+
+@dataclass(frozen=True)
+class _PathEngine(Engine):
+    population: ClassVar[bool] = True
+    num_samples: int = 256
+
+    def validate(self):
+        _positive_int(self, "num_samples")
+
+    def init(self, rng_key, target, position=None):
+        return jnp.zeros(())
+
+    def start(self, rng_key, target, run):
+        transition_problem(target, self.name)
+        return jnp.zeros(())
+
+    def phases(self, target):
+        return ()
+
+    def control_fn(self, problem, state):
+        return None
+
+    def result(self, rng_key, target, state, infos, run):
+        problem = transition_problem(target, self.name)
+        paths = run.call(_draw, self, target, state, rng_key, self.num_samples)
+        evals = self.num_samples * (problem.num_steps + 1)
+        return _paths_result(self, target, problem, paths, run, evals,
+                             what=f"{self.name} (exact Girsanov weights against the "
+                             "dynamics at kT)")
+
+
+# --------------------------------------------------------------------------- baselines
+@register
+@dataclass(frozen=True)
+class HotMD(_PathEngine):
+    """Unbiased dynamics at a raised temperature (``temperature_factor`` × kT), each path
+    weighed against the dynamics at kT (the ratio of their Gaussian step densities).
+
+    Options: num_samples (paths), temperature_factor (> 0; e.g. 12 for 3600 K against
+    300 K, the hot-MD row of TPS-DPS's tables).
+    """
+
+    name: ClassVar[str] = "hot-md"
+    description: ClassVar[str] = "unbiased MD at a raised temperature (transition-path baseline)"
+    temperature_factor: float = 4.0
+
+    def validate(self):
+        super().validate()
+        if not (isinstance(self.temperature_factor, int | float) and self.temperature_factor > 0):
+            raise OptionError(f"hot-md: temperature_factor must be positive, got "
+                              f"{self.temperature_factor!r}")
+
+
+class _Steer(eqx.Module):
+    spring: float = eqx.field(static=True)
+
+    def __call__(self, problem, t, x):
+        a, b = problem.cv_fn(problem.start), problem.cv_fn(problem.target)
+        if problem.periodic_cv:
+            centre = a + t * angle_difference(b, a)
+
+            def energy(y):
+                return 0.5 * self.spring * jnp.sum(angle_difference(problem.cv_fn(y),
+                                                                    centre) ** 2)
+        else:
+            centre = a + t * (b - a)
+
+            def energy(y):
+                return 0.5 * self.spring * jnp.sum((problem.cv_fn(y) - centre) ** 2)
+        return -jax.grad(energy)(x)
+
+
+@register
+@dataclass(frozen=True)
+class SteeredMD(_PathEngine):
+    """Steered MD: a harmonic spring ½ k |cv(x) − c(t)|² on the collective variables whose
+    centre moves linearly (on the circle, for angles) from A's to B's over the path. The
+    spring is a control like any other, so each path carries its exact Girsanov weight.
+
+    Options: num_samples, spring (k in energy/cv²; default 10 kT/hit_radius²; on
+    overdamped dynamics keep k δ/γ < 2 for a stable step).
+    """
+
+    name: ClassVar[str] = "steered-md"
+    description: ClassVar[str] = "steered MD along the collective variables (baseline)"
+    spring: float | None = None
+
+    def validate(self):
+        super().validate()
+        if self.spring is not None and not (isinstance(self.spring, int | float)
+                                            and self.spring > 0):
+            raise OptionError(f"steered-md: spring must be positive or None, got "
+                              f"{self.spring!r}")
+
+    def control_fn(self, problem, state):
+        k = self.spring if self.spring is not None else (
+            10 * problem.temperature / problem.hit_radius**2)
+        steer = _Steer(float(k))
+        return lambda t, x: steer(problem, t, x)
+
+
+# --------------------------------------------------------------------------- trained
+@register
+@dataclass(frozen=True)
+class TransitionPathSampler(_PathEngine):
+    """A learned control force for transition paths (see the module docstring).
+
+    Options
+    -------
+    objective: ``log_variance`` (default), ``kl`` or ``pice``. control: ``force``
+    (default), ``potential`` or ``displacement``. num_optimizer_steps, num_gradient_samples
+    (paths per step), num_samples (paths drawn by the trained control for the Result),
+    learning_rate (Adam, cosine decay to a tenth; log Ẑ by gradient descent at rate
+    1/4), max_grad_norm (None: no clipping), hidden_dim, num_layers, anneal_from
+    (training starts at this multiple of kT, ≥ 1) and anneal_fraction (of the steps over
+    which it cools to kT). spring: when set, the control is steered MD's spring on the
+    collective variables (``steered-md``'s option of that name) plus the network, which
+    starts at zero, so training starts from the steered-MD path measure and learns a
+    residual that lowers the KL to the transition paths (None: the network alone).
+    """
+
+    name: ClassVar[str] = "tps"
+    description: ClassVar[str] = "transition paths by a learned control (PIPS / TPS-DPS)"
+    loss_has_aux: ClassVar[bool] = True
+    loss_uses_step: ClassVar[bool] = True
+    approximate: ClassVar[str] = ("importance-weighted: paths follow the trained control; "
+                                  "reweight with result.log_weights (the 'is' estimate does)")
+
+    objective: str = "log_variance"
+    control: str = "force"
+    num_optimizer_steps: int = 500
+    num_gradient_samples: int = 16
+    learning_rate: float = 1e-3
+    max_grad_norm: float | None = 10.0
+    hidden_dim: int = 128
+    num_layers: int = 2
+    anneal_from: float = 1.0
+    anneal_fraction: float = 0.5
+    spring: float | None = None
+
+    def validate(self):
+        super().validate()
+        _positive_int(self, "num_optimizer_steps", "num_gradient_samples", "hidden_dim",
+                      "num_layers")
+        if self.num_gradient_samples < 2:
+            raise OptionError("tps: num_gradient_samples must be ≥ 2 (the losses need a batch)")
+        if self.objective not in OBJECTIVES:
+            raise OptionError(f"tps: unknown objective {self.objective!r}; valid objectives: "
+                              f"{', '.join(OBJECTIVES)}")
+        if self.control not in CONTROLS:
+            raise OptionError(f"tps: unknown control {self.control!r}; valid controls: "
+                              f"{', '.join(CONTROLS)}")
+        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
+            raise OptionError(f"tps: learning_rate must be positive, got {self.learning_rate!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise OptionError(f"tps: max_grad_norm must be positive or None, got "
+                              f"{self.max_grad_norm!r}")
+        if not (isinstance(self.anneal_from, int | float) and self.anneal_from >= 1):
+            raise OptionError(f"tps: anneal_from must be ≥ 1 (a multiple of kT), got "
+                              f"{self.anneal_from!r}")
+        if self.spring is not None and not (isinstance(self.spring, int | float)
+                                            and self.spring > 0):
+            raise OptionError(f"tps: spring must be positive or None, got {self.spring!r}")
+        if not (isinstance(self.anneal_fraction, int | float) and 0 < self.anneal_fraction <= 1):
+            raise OptionError(f"tps: anneal_fraction must lie in (0, 1], got "
+                              f"{self.anneal_fraction!r}")
+
+    # ---------------------------------------------------------------- parameters
+    def param_skeleton(self, problem, rng_key=None) -> dict:
+        key = jax.random.key(0) if rng_key is None else rng_key
+        net = build_control(self.control, problem, key, self.hidden_dim, self.num_layers)
+        return {"control": eqx.filter(net, eqx.is_array),
+                "log_z": jnp.zeros((), problem.start.dtype)}
+
+    def network(self, problem, params):
+        shapes = eqx.filter_eval_shape(build_control, self.control, problem,
+                                       jax.random.key(0), self.hidden_dim, self.num_layers)
+        static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))[1]
+        return eqx.combine(params["control"], static)
+
+    def control_fn(self, problem, state):
+        params = state.params if hasattr(state, "params") else state
+        return self._combined(problem, self.network(problem, params))
+
+    def _combined(self, problem, net):
+        """The network's force, plus the steered-MD spring when ``spring`` is set."""
+        if self.spring is None:
+            return lambda t, x: net(problem, t, x)
+        steer = _Steer(float(self.spring))
+        return lambda t, x: net(problem, t, x) + steer(problem, t, x)
+
+    def make_optimizer(self):
+        lr = optax.cosine_decay_schedule(self.learning_rate, self.num_optimizer_steps, 0.1)
+        inner = optax.adam(lr)
+        if self.max_grad_norm is not None:
+            inner = optax.chain(optax.clip_by_global_norm(self.max_grad_norm), inner)
+        # log Ẑ is one number that may need to travel hundreds of nats while the control
+        # learns, which Adam's bounded steps cannot: plain gradient descent at rate 1/4
+        # on E(log w − log Ẑ)², whose gradient is 2(log Ẑ − mean log w), moves it half
+        # way to the batch mean each step (an exponential average, still learned)
+        return optax.multi_transform(
+            {"net": inner, "log_z": optax.sgd(0.25)},
+            lambda p: {"control": jax.tree_util.tree_map(lambda _: "net", p["control"]),
+                       "log_z": "log_z"})
+
+    def init(self, rng_key, target, position=None):
+        problem = transition_problem(target, self.name)
+        k_net, k_paths = jax.random.split(rng_key)
+        params = self.param_skeleton(problem, k_net)
+        # log Ẑ starts at the ELBO of the uncontrolled dynamics (its optimum for them)
+        first = rollout(problem, k_paths, self.num_gradient_samples, None,
+                        temperature=problem.temperature * self.anneal_from)
+        lw = first.log_weight
+        good = jnp.isfinite(lw)
+        start = jnp.sum(jnp.where(good, lw, 0.0)) / jnp.maximum(jnp.sum(good), 1)
+        return init_training(self, {**params, "log_z": start.astype(params["log_z"].dtype)})
+
+    def start(self, rng_key, target, run):
+        transition_problem(target, self.name)
+        return run.call(type(self).init, self, rng_key, target)
+
+    def phases(self, target):
+        return (training_phase(self.num_optimizer_steps),)
+
+    def temperature_at(self, problem, step):
+        frac = jnp.minimum(1.0, jnp.asarray(step, jnp.float32)
+                           / (self.anneal_fraction * self.num_optimizer_steps))
+        return problem.temperature * (self.anneal_from + (1.0 - self.anneal_from) * frac)
+
+    # ---------------------------------------------------------------- the losses
+    def loss(self, params, rng_key, target, step):
+        problem = transition_problem(target, self.name)
+        kt = self.temperature_at(problem, step).astype(problem.start.dtype)
+        n = self.num_gradient_samples
+        net = self.network(problem, params)
+        control = self._combined(problem, net)
+        if self.objective == "kl":
+            paths = rollout(problem, rng_key, n, control, temperature=kt)
+            lw = paths.log_terminal - paths.log_ratio
+            good = ~paths.blown_up & jnp.isfinite(lw)
+            count = jnp.maximum(jnp.sum(good), 1)
+            value = -jnp.sum(jnp.where(good, lw, 0.0)) / count
+            lw_report = lw
+        else:
+            frozen = jax.lax.stop_gradient(params)
+            fnet = self.network(problem, frozen)
+            paths = rollout(problem, rng_key, n, self._combined(problem, fnet),
+                            temperature=kt, keep=True, detach=True)
+            log_ratio = path_log_ratio(problem, control, paths.control_states, paths.noises,
+                                       kt)
+            lw = paths.log_terminal - log_ratio
+            good = ~paths.blown_up & jnp.isfinite(lw)
+            count = jnp.maximum(jnp.sum(good), 1)
+            lw_safe = jnp.where(good, lw, 0.0)
+            if self.objective == "log_variance":
+                value = jnp.sum(jnp.where(good, (lw_safe - params["log_z"]) ** 2, 0.0)) / count
+            else:
+                w = jax.nn.softmax(jnp.where(good, jax.lax.stop_gradient(lw), -jnp.inf))
+                value = -jnp.sum(jnp.where(good, w * log_ratio, 0.0))
+            lw_report = jax.lax.stop_gradient(lw)
+        value = jnp.where(jnp.sum(good) > 0, value, jnp.nan)
+        lw_report = jnp.where(good, lw_report, -jnp.inf)
+        top = jnp.max(lw_report)
+        wts = jnp.exp(lw_report - top)
+        hit = jax.vmap(problem.cv_distance)(paths.end) < problem.hit_radius
+        aux = {"elbo": jnp.sum(jnp.where(good, lw_report, 0.0)) / count,
+               "log_z": top + jnp.log(jnp.mean(wts)),
+               "ess": jnp.sum(wts) ** 2 / jnp.sum(wts**2),
+               "hit_rate": jnp.mean(hit & good), "temperature": kt,
+               "blown_up": jnp.mean(paths.blown_up)}
+        return value, jax.tree_util.tree_map(jax.lax.stop_gradient, aux)
+
+    # ---------------------------------------------------------------- the Result
+    def result(self, rng_key, target, state, infos, run):
+        problem = transition_problem(target, self.name)
+        paths = run.call(_draw, self, target, state.params, rng_key, self.num_samples)
+        training = infos.get("training")
+        trace = {} if training is None else {k: np.asarray(v) for k, v in training.items()}
+        per_path = problem.num_steps + 1
+        evals = (self.num_optimizer_steps * self.num_gradient_samples
+                 + self.num_samples + self.num_gradient_samples) * per_path
+        return _paths_result(self, target, problem, paths, run, evals,
+                             what="the trained control", trace=trace,
+                             fitted=FittedTransitionControl(self, state.params, target),
+                             train_status=training_status(state, trace.get("loss")))
+
+
+@register_fitted
+class FittedTransitionControl:
+    """A trained transition-path control: ``paths(rng_key, n)`` simulates ``n`` fresh
+    controlled paths (a :class:`~helmholtz.paths.transition.Rollout` with positions);
+    ``sample(rng_key, n)`` returns their end points with log weights. Saved and loaded
+    with the Result (parameters as arrays, the engine's options); loading rebuilds the
+    model when it imports by name (``helmholtz.models.transition_paths``), else pass
+    ``Result.load(path, target=...)``."""
+
+    kind: ClassVar[str] = "transition-control"
+
+    def __init__(self, engine, params, target):
+        self.engine, self.params, self.target = engine, params, target
+
+    def _problem(self):
+        if self.target is None:
+            raise ValueError("this trained control was loaded without its model: pass "
+                             "Result.load(path, target=...) to draw from it")
+        return transition_problem(self.target, self.engine.name)
+
+    def control(self):
+        """The trained force u(t, x) for one state (``t`` in [0, 1])."""
+        return self.engine.control_fn(self._problem(), self.params)
+
+    def paths(self, rng_key, num: int):
+        """``num`` fresh paths with their states (``positions`` ``(K + 1, num, d)``,
+        ``energies``), log weights and statistics (a Rollout)."""
+        from helmholtz.driver import compiled
+
+        self._problem()
+        args = (self.engine, self.target, self.params, rng_key, num, True)
+        return compiled(_draw, *args)(*args)
+
+    def sample(self, rng_key, num: int) -> dict:
+        from helmholtz.driver import compiled
+
+        self._problem()
+        args = (self.engine, self.target, self.params, rng_key, num)
+        paths = compiled(_draw, *args)(*args)
+        return {"end": np.asarray(paths.end), "log_weight": np.asarray(paths.log_weight,
+                                                                       np.float64)}
+
+    def to_saved(self):
+        from helmholtz.engines.svi import _model_reference
+
+        options = {k: _jsonable(v) for k, v in self.engine.options().items()}
+        leaves = jax.tree_util.tree_leaves(self.params)
+        meta = {"engine": self.engine.name, "options": options,
+                "dim": int(self.target.dim) if self.target is not None else None,
+                **(_model_reference(self.target) if self.target is not None else {})}
+        return meta, {f"p{i}": np.asarray(x) for i, x in enumerate(leaves)}
+
+    @classmethod
+    def from_saved(cls, meta, arrays, target=None):
+        from helmholtz.engines.base import get_engine, with_options
+        from helmholtz.engines.svi import saved_target
+
+        engine = with_options(get_engine(meta["engine"]), dict(meta["options"]))
+        target = saved_target(meta, target, "transition control")
+        if target is None:
+            raise ValueError("the saved transition control needs its model: pass "
+                             "Result.load(path, target=...)")
+        problem = transition_problem(target, engine.name)
+        skeleton = jax.eval_shape(lambda: engine.param_skeleton(problem))
+        shapes, treedef = jax.tree_util.tree_flatten(skeleton)
+        if len(arrays) != len(shapes) or any(arrays[f"p{i}"].shape != s.shape
+                                             for i, s in enumerate(shapes)):
+            raise ValueError("the saved tps parameters do not fit the control network its "
+                             "options build")
+        leaves = [jnp.asarray(arrays[f"p{i}"], shapes[i].dtype) for i in range(len(shapes))]
+        return cls(engine, jax.tree_util.tree_unflatten(treedef, leaves), target)
+
