@@ -71,12 +71,12 @@ def transition_problem(target, engine_name: str) -> TransitionPath:
 # --------------------------------------------------------------------------- controls
 def _features(problem, t, x):
     """(x − A)/ℓ, Fourier features of t, and the end-time feature
-    τ = −log(1 − t + 1/K)/log K ∈ [0, 1] alone and times (x − B)/ℓ: the control that
-    lands paths on B grows like 1/(time left) near the end (a Brownian bridge's
-    does), which a few Fourier features of t cannot resolve in the last steps."""
+    τ = log((1 + 1/K)/(1 − t + 1/K))/log(K + 1) ∈ [0, 1] alone and times (x − B)/ℓ: the
+    control that lands paths on B grows like 1/(time left) near the end (a Brownian
+    bridge's does), which a few Fourier features of t cannot resolve in the last steps."""
     t = jnp.asarray(t, x.dtype)
     k = problem.num_steps
-    tau = -jnp.log(1.0 - t + 1.0 / k) / math.log(k)
+    tau = jnp.log((1.0 + 1.0 / k) / (1.0 - t + 1.0 / k)) / math.log(k + 1.0)
     return jnp.concatenate([(x - problem.start) / problem.length_scale,
                             _fourier(t, NUM_FREQUENCIES), tau[None],
                             tau * (x - problem.target) / problem.length_scale])
@@ -461,20 +461,31 @@ class TransitionPathSampler(_PathEngine):
 class FittedTransitionControl:
     """A trained transition-path control: ``paths(rng_key, n)`` simulates ``n`` fresh
     controlled paths (a :class:`~helmholtz.paths.transition.Rollout` with positions);
-    ``sample(rng_key, n)`` returns their end points with log weights. Saved and loaded
-    with the Result (parameters as arrays, the engine's options); loading rebuilds the
-    model when it imports by name (``helmholtz.models.transition_paths``), else pass
-    ``Result.load(path, target=...)``."""
+    ``sample(rng_key, n)`` returns their end points ``"end"`` (flat states, not the
+    model's noise site, whose draws would be K times larger) with log weights. Saved and
+    loaded with the Result (parameters as arrays, the engine's options); loading rebuilds
+    the model when it imports by name (``helmholtz.models.transition_paths``), else pass
+    ``Result.load(path, target=...)``; without it the Result loads whole (its statistics
+    and estimates) and the control says what it needs when asked to draw."""
 
     kind: ClassVar[str] = "transition-control"
 
-    def __init__(self, engine, params, target):
-        self.engine, self.params, self.target = engine, params, target
+    def __init__(self, engine, params, target, saved_leaves=None):
+        self.engine, self._params, self.target = engine, params, target
+        self._saved_leaves = saved_leaves
+
+    @property
+    def params(self):
+        if self._params is None:
+            self._problem()
+        return self._params
 
     def _problem(self):
         if self.target is None:
-            raise ValueError("this trained control was loaded without its model: pass "
-                             "Result.load(path, target=...) to draw from it")
+            raise ValueError("this trained control was loaded without its model (the model "
+                             "function does not import by name): pass "
+                             "Result.load(path, target=Target.from_model(model)) to draw "
+                             "from it")
         return transition_problem(self.target, self.engine.name)
 
     def control(self):
@@ -503,7 +514,8 @@ class FittedTransitionControl:
         from helmholtz.engines.svi import _model_reference
 
         options = {k: _jsonable(v) for k, v in self.engine.options().items()}
-        leaves = jax.tree_util.tree_leaves(self.params)
+        leaves = (self._saved_leaves if self._params is None
+                  else jax.tree_util.tree_leaves(self._params))
         meta = {"engine": self.engine.name, "options": options,
                 "dim": int(self.target.dim) if self.target is not None else None,
                 **(_model_reference(self.target) if self.target is not None else {})}
@@ -517,8 +529,7 @@ class FittedTransitionControl:
         engine = with_options(get_engine(meta["engine"]), dict(meta["options"]))
         target = saved_target(meta, target, "transition control")
         if target is None:
-            raise ValueError("the saved transition control needs its model: pass "
-                             "Result.load(path, target=...)")
+            return cls(engine, None, None, [arrays[f"p{i}"] for i in range(len(arrays))])
         problem = transition_problem(target, engine.name)
         skeleton = jax.eval_shape(lambda: engine.param_skeleton(problem))
         shapes, treedef = jax.tree_util.tree_flatten(skeleton)

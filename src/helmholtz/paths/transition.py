@@ -166,6 +166,9 @@ class TransitionPath(eqx.Module):
         self.cv_fn = cv_fn or (lambda x: x)
         self.periodic_cv, self.hit_radius = bool(periodic_cv), float(hit_radius)
         self.spatial_dim = int(spatial_dim or start.shape[0])
+        if start.shape[0] % self.spatial_dim:
+            raise ValueError(f"TransitionPath {name!r}: spatial_dim {self.spatial_dim} does "
+                             f"not divide the state's dimension {start.shape[0]}")
         self.length_scale = float(length_scale)
         self.force_scale = float(force_scale or temperature / length_scale)
         self.align_fn, self.energy_unit = align_fn, energy_unit
@@ -186,9 +189,8 @@ class TransitionPath(eqx.Module):
 
     def cv_distance(self, x):
         """‖cv(x) − cv(B)‖ (angles wrapped)."""
-        diff = self.cv_fn(x) - self.cv_fn(self.target)
-        if self.periodic_cv:
-            diff = angle_difference(self.cv_fn(x), self.cv_fn(self.target))
+        a, b = self.cv_fn(x), self.cv_fn(self.target)
+        diff = angle_difference(a, b) if self.periodic_cv else a - b
         return jnp.sqrt(jnp.sum(diff**2))
 
     def log_terminal(self, x):
@@ -240,6 +242,11 @@ class Rollout(NamedTuple):
         return jnp.where(self.blown_up | ~jnp.isfinite(lw), -jnp.inf, lw)
 
 
+def _sane(u, x):
+    """Per path: a finite energy below :data:`BLOWUP_ENERGY` at a finite state."""
+    return jnp.isfinite(u) & (jnp.abs(u) <= BLOWUP_ENERGY) & jnp.all(jnp.isfinite(x), axis=-1)
+
+
 def _energy_and_force(problem, x):
     u, g = jax.value_and_grad(problem.energy_fn)(x)
     return u, -g
@@ -251,8 +258,10 @@ def rollout(problem: TransitionPath, rng_key, num_paths: int, control: Callable 
     """``num_paths`` paths of the dynamics from A with the control force
     ``control(t, x) -> (d,)`` (``t`` in [0, 1]; None: uncontrolled).
 
-    ``temperature``: the kT Q runs at; ``reference_temperature``: the kT of the P the
-    paths are weighed against (both default to the problem's). ``detach``: no gradient
+    ``temperature``: the kT Q runs at (default: the problem's); ``reference_temperature``:
+    the kT of the P the paths are weighed against (default: ``temperature``, so that an
+    annealed training run weighs its paths against the dynamics at the same kT; the
+    hot-MD baseline passes the problem's kT here). ``detach``: no gradient
     through the states (the log-variance and cross-entropy losses re-score them).
     ``noise``: the standard normal draws ``(K, num_paths, d)`` to use instead of drawing
     them from ``rng_key``. Paths start at A at rest (v = 0 for underdamped dynamics),
@@ -296,17 +305,23 @@ def rollout(problem: TransitionPath, rng_key, num_paths: int, control: Callable 
         if under:
             v = c * v + s_p * eps
             x = x + 0.5 * h * v
-            u, f = ef(x)
-            v = v + 0.5 * h * f / problem.mass
         else:
             x = x + h * f / gamma + s_p * eps
-            u, f = ef(x)
+        if not detach:
+            # differentiated paths: find overflow first, on a value without gradient, and
+            # evaluate the force of a blown-up path at its last finite state, so that the
+            # backward pass never meets an infinite energy (0 × inf would be NaN)
+            u_now = jax.vmap(problem.energy_fn)(jax.lax.stop_gradient(x))
+            bad = bad | ~_sane(u_now, x)
+            x = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
+        u, f = ef(x)
+        if under:
+            v = v + 0.5 * h * f / problem.mass
         x = hold(x)
         v = hold(v)
-        bad = bad | ~jnp.isfinite(u) | (jnp.abs(u) > BLOWUP_ENERGY) \
-            | ~jnp.all(jnp.isfinite(x), axis=-1)
+        bad = bad | ~_sane(u, x)
         umax = jnp.maximum(umax, jnp.where(jnp.isfinite(u), u, jnp.inf))
-        # a blown-up path is frozen at a finite state so that no NaN reaches a gradient
+        # a blown-up path stays frozen at a finite state, and counts as blown up
         x_safe = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
         f = jnp.where(bad[:, None], 0.0, f)
         out = (x_safe, cs, eps, u) if keep else None
@@ -352,7 +367,9 @@ def transition_path_model(problem: TransitionPath) -> Callable:
         noise = numpyro.sample("noise", dist.Normal(0.0, 1.0).expand(
             (problem.num_steps, problem.dim)).to_event(2))
         paths = rollout(problem, None, 1, noise=noise[:, None])
-        numpyro.factor("terminal", paths.log_terminal[0])
+        # a path whose energy overflows has no density under P*, not its frozen end's
+        numpyro.factor("terminal", jnp.where(paths.blown_up[0], -jnp.inf,
+                                             paths.log_terminal[0]))
 
     model.__name__ = model.__qualname__ = problem.name
     model.transition_path = problem
