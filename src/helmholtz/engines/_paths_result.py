@@ -90,16 +90,20 @@ def _disagreement(log_z, se, reverse) -> str:
             f"{rev_se:.3f}, {gap:.2f} nats above: the sampler misses target mass (a mode?)")
 
 
-def _estimates(engine, log_w, eubo_log_w) -> dict:
+def _estimates(engine, log_w, eubo_log_w, what: str = "the trained sampler") -> dict:
+    """``is`` (log mean w, se the larger of the delta-method and batch ones) and
+    ``elbo`` over the paths' log weights; ``eubo`` and ``reverse_is`` from exact draws
+    run backwards where there are some. ``what`` names the paths in the notes."""
     log_z, se_delta, ess = log_mean_exp_se(log_w)
-    se = float(np.nanmax([se_delta, batch_se(log_w)]))
+    ses = np.array([se_delta, batch_se(log_w)], np.float64)
+    se = float(np.max(ses[~np.isnan(ses)])) if not np.isnan(ses).all() else math.nan
     n = log_w.size
     warning = weights_warning(log_w, ess)
     if eubo_log_w is not None and not warning:
         warning = _disagreement(log_z, se, _reverse(eubo_log_w))
     out = {"is": FreeEnergy(-log_z, se, "unbiased-Z estimate",
-                            f"importance sampling over {n} paths of the trained sampler, "
-                            f"ESS {ess:.1f}", warning=warning)}
+                            f"importance sampling over {n} paths of {what}, ESS {ess:.1f}",
+                            warning=warning)}
     elbo, elbo_se, warning = _finite_mean_se(log_w)
     out["elbo"] = FreeEnergy(-elbo, elbo_se, "lower bound", f"path ELBO E_Q[log w] over {n} "
                              "paths", warning=warning)

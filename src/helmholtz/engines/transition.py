@@ -40,13 +40,13 @@ import optax
 
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines._control import _fourier, zero_last_layer
-from helmholtz.engines._paths_result import _finite_mean_se, _jsonable
-from helmholtz.engines._weights import batch_se, log_mean_exp_se, weights_warning
+from helmholtz.engines._paths_result import _estimates as path_estimates
+from helmholtz.engines._paths_result import _jsonable
 from helmholtz.engines.base import Engine, _positive_int, register
 from helmholtz.errors import ModelError, OptionError
 from helmholtz.paths.metrics import path_statistics
 from helmholtz.paths.transition import TransitionPath, angle_difference, path_log_ratio, rollout
-from helmholtz.result import FreeEnergy, Status, register_fitted
+from helmholtz.result import Status, register_fitted
 from helmholtz.training import init_training, training_phase, training_status
 
 __all__ = ["TransitionPathSampler", "HotMD", "SteeredMD", "transition_problem",
@@ -128,21 +128,6 @@ def build_control(kind: str, problem: TransitionPath, key, hidden_dim: int, num_
 
 
 # --------------------------------------------------------------------------- results
-def _estimates(log_w, what: str) -> dict:
-    log_z, se_delta, ess = log_mean_exp_se(log_w)
-    both = np.array([se_delta, batch_se(log_w)], np.float64)
-    se = float(np.max(both[~np.isnan(both)])) if (~np.isnan(both)).any() else math.nan
-    n = log_w.size
-    out = {"is": FreeEnergy(-log_z, se, "unbiased-Z estimate",
-                            f"importance sampling over {n} paths of {what}, ESS {ess:.1f}: "
-                            "−log of the relaxed transition probability E_P[f(x_K)]",
-                            warning=weights_warning(log_w, ess))}
-    elbo, elbo_se, warning = _finite_mean_se(log_w)
-    out["elbo"] = FreeEnergy(-elbo, elbo_se, "lower bound",
-                             f"path ELBO E_Q[log w] over {n} paths", warning=warning)
-    return out
-
-
 def _draw(engine, target, state, key, n, keep=False):
     """``n`` paths of the engine's control (at its temperature), weighed against P."""
     problem = transition_problem(target, engine.name)
@@ -156,7 +141,8 @@ def _paths_result(engine, target, problem, paths, run, energy_evals, *, what, tr
                   fitted=None, train_status=None):
     stats = path_statistics(problem, paths)
     log_w = stats["log_weight"]
-    estimates = _estimates(log_w, what)
+    estimates = path_estimates(engine, log_w, None, what=f"{what} (Z = E_P[f(x_K)], the "
+                               "relaxed transition probability)")
     status = train_status if train_status is not None and not train_status.ok else None
     bad = int(stats["blown_up"].sum())
     if status is None and bad:

@@ -64,7 +64,7 @@ class TransitionMetrics(NamedTuple):
 
     def row(self, label: str) -> str:
         ets = "—" if math.isnan(self.ets) else f"{self.ets:8.2f} ± {self.ets_se:5.2f}"
-        return (f"{label:<28} {self.rmsd:6.3f} ± {self.rmsd_se:5.3f}  {self.thp:6.2f} ± "
+        return (f"{label:<36} {self.rmsd:6.3f} ± {self.rmsd_se:5.3f}  {self.thp:6.2f} ± "
                 f"{self.thp_se:5.2f}  {ets:>16}  {self.num_blown_up:4d}  "
                 f"{self.energy_evaluations:12.3e}  {self.wall_seconds:8.1f}")
 
@@ -113,7 +113,7 @@ def metrics_table(rows: dict, distance_unit: str = "Å", energy_unit: str = "kJ/
     def unit(u):
         return f" ({u})" if u else ""
 
-    head = (f"{'method':<28} {'RMSD' + unit(distance_unit):>14}  {'THP (%)':>14}  "
+    head = (f"{'method':<36} {'RMSD' + unit(distance_unit):>14}  {'THP (%)':>14}  "
             f"{'ETS' + unit(energy_unit):>16}  {'blow':>4}  {'energy evals':>12}  "
             f"{'wall s':>8}")
     return "\n".join([head] + [m.row(label) for label, m in rows.items()])
