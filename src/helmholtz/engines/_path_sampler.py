@@ -16,7 +16,7 @@ import optax
 
 from helmholtz.engines._control import control_network
 from helmholtz.engines._paths_result import path_result
-from helmholtz.engines.base import Engine, _positive_int
+from helmholtz.engines.base import Engine, _positive_int, _positive_or_none
 from helmholtz.errors import InitializationError, OptionError
 from helmholtz.training import init_training, training_phase
 
@@ -109,10 +109,7 @@ class PathSampler(Engine):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and v > 0):
                 raise OptionError(f"{self.name}: {name} must be positive, got {v!r}")
-        for name in ("max_grad_norm", "reference_scale", "max_elbo_drop"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, int | float) and v > 0):
-                raise OptionError(f"{self.name}: {name} must be positive or None, got {v!r}")
+        _positive_or_none(self, "max_grad_norm", "reference_scale", "max_elbo_drop")
         if self.dtype not in ("float32", "float64"):
             raise OptionError(f"{self.name}: dtype must be 'float32' or 'float64', got "
                               f"{self.dtype!r}")

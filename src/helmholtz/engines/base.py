@@ -201,6 +201,13 @@ def _positive_int(engine, *names, allow_zero=False):
             raise OptionError(f"{engine.name}: option {n} must be an integer {lo}, got {v!r}")
 
 
+def _positive_or_none(engine, *names):
+    for n in names:
+        v = getattr(engine, n)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
+            raise OptionError(f"{engine.name}: {n} must be positive or None, got {v!r}")
+
+
 def _in_range(engine, name, lo, hi):
     v = getattr(engine, name)
     if isinstance(v, bool) or not isinstance(v, int | float) or not (lo < v < hi):

@@ -42,10 +42,10 @@ from helmholtz.engines._assemble import assemble
 from helmholtz.engines._control import _fourier, zero_last_layer
 from helmholtz.engines._paths_result import _estimates as path_estimates
 from helmholtz.engines._paths_result import _jsonable
-from helmholtz.engines.base import Engine, _positive_int, register
+from helmholtz.engines.base import Engine, _positive_int, _positive_or_none, register
 from helmholtz.errors import ModelError, OptionError
 from helmholtz.paths.metrics import path_statistics
-from helmholtz.paths.transition import TransitionPath, angle_difference, path_log_ratio, rollout
+from helmholtz.paths.transition import TransitionPath, path_log_ratio, rollout
 from helmholtz.result import Status, register_fitted
 from helmholtz.training import init_training, training_phase, training_status
 
@@ -209,23 +209,18 @@ class HotMD(_PathEngine):
                               f"{self.temperature_factor!r}")
 
 
-class _Steer(eqx.Module):
-    spring: float = eqx.field(static=True)
+def _steering(problem, spring: float):
+    """The steered-MD force u(t, x) = −∇ ½ k |cv(x) − c(t)|², c(t) moving from A's
+    collective variables to B's (along the shorter arc for angles)."""
+    a, b = problem.cv_fn(problem.start), problem.cv_fn(problem.target)
 
-    def __call__(self, problem, t, x):
-        a, b = problem.cv_fn(problem.start), problem.cv_fn(problem.target)
-        if problem.periodic_cv:
-            centre = a + t * angle_difference(b, a)
-
-            def energy(y):
-                return 0.5 * self.spring * jnp.sum(angle_difference(problem.cv_fn(y),
-                                                                    centre) ** 2)
-        else:
-            centre = a + t * (b - a)
-
-            def energy(y):
-                return 0.5 * self.spring * jnp.sum((problem.cv_fn(y) - centre) ** 2)
+    def force(t, x):
+        centre = a + t * problem.cv_difference(b, a)
+        energy = lambda y: 0.5 * spring * jnp.sum(problem.cv_difference(problem.cv_fn(y),
+                                                                       centre) ** 2)
         return -jax.grad(energy)(x)
+
+    return force
 
 
 @register
@@ -245,16 +240,12 @@ class SteeredMD(_PathEngine):
 
     def validate(self):
         super().validate()
-        if self.spring is not None and not (isinstance(self.spring, int | float)
-                                            and self.spring > 0):
-            raise OptionError(f"steered-md: spring must be positive or None, got "
-                              f"{self.spring!r}")
+        _positive_or_none(self, "spring")
 
     def control_fn(self, problem, state):
         k = self.spring if self.spring is not None else (
             10 * problem.temperature / problem.hit_radius**2)
-        steer = _Steer(float(k))
-        return lambda t, x: steer(problem, t, x)
+        return _steering(problem, float(k))
 
 
 # --------------------------------------------------------------------------- trained
@@ -310,15 +301,10 @@ class TransitionPathSampler(_PathEngine):
                               f"{', '.join(CONTROLS)}")
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise OptionError(f"tps: learning_rate must be positive, got {self.learning_rate!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise OptionError(f"tps: max_grad_norm must be positive or None, got "
-                              f"{self.max_grad_norm!r}")
+        _positive_or_none(self, "max_grad_norm", "spring")
         if not (isinstance(self.anneal_from, int | float) and self.anneal_from >= 1):
             raise OptionError(f"tps: anneal_from must be ≥ 1 (a multiple of kT), got "
                               f"{self.anneal_from!r}")
-        if self.spring is not None and not (isinstance(self.spring, int | float)
-                                            and self.spring > 0):
-            raise OptionError(f"tps: spring must be positive or None, got {self.spring!r}")
         if not (isinstance(self.anneal_fraction, int | float) and 0 < self.anneal_fraction <= 1):
             raise OptionError(f"tps: anneal_fraction must lie in (0, 1], got "
                               f"{self.anneal_fraction!r}")
@@ -344,8 +330,8 @@ class TransitionPathSampler(_PathEngine):
         """The network's force, plus the steered-MD spring when ``spring`` is set."""
         if self.spring is None:
             return lambda t, x: net(problem, t, x)
-        steer = _Steer(float(self.spring))
-        return lambda t, x: net(problem, t, x) + steer(problem, t, x)
+        steer = _steering(problem, float(self.spring))
+        return lambda t, x: net(problem, t, x) + steer(t, x)
 
     def make_optimizer(self):
         lr = optax.cosine_decay_schedule(self.learning_rate, self.num_optimizer_steps, 0.1)

@@ -187,10 +187,13 @@ class TransitionPath(eqx.Module):
     def dim(self) -> int:
         return self.start.shape[0]
 
+    def cv_difference(self, a, b):
+        """a − b for collective-variable values (wrapped into (−π, π] for angles)."""
+        return angle_difference(a, b) if self.periodic_cv else a - b
+
     def cv_distance(self, x):
         """‖cv(x) − cv(B)‖ (angles wrapped)."""
-        a, b = self.cv_fn(x), self.cv_fn(self.target)
-        diff = angle_difference(a, b) if self.periodic_cv else a - b
+        diff = self.cv_difference(self.cv_fn(x), self.cv_fn(self.target))
         return jnp.sqrt(jnp.sum(diff**2))
 
     def log_terminal(self, x):
