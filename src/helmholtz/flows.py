@@ -79,25 +79,39 @@ class Wasserstein:
         noise = jax.random.normal(rng_key, positions.shape, positions.dtype)
         return positions + self.step_size * score + jnp.sqrt(2.0 * self.step_size) * noise
 
-    def grid(self, rho, first_variation, dx: float, *, periodic: bool = False):
-        """ρ ← ρ + h ∂ₓ(ρ ∂ₓ v) on a uniform grid along the last axis.
+    def grid(self, rho, first_variation, dx: float, *, periodic: bool = False, mask=None):
+        """ρ ← ρ + h ∂ₓ(ρ ∂ₓ v) on a uniform grid along the last axis: an explicit Euler
+        step of :meth:`grid_rate`."""
+        return rho + self.step_size * self.grid_rate(rho, first_variation, dx,
+                                                     periodic=periodic, mask=mask)
+
+    def grid_rate(self, rho, first_variation, dx: float, *, periodic: bool = False,
+                  mask=None):
+        """∂ρ/∂t = ∂ₓ(ρ ∂ₓ v) on a uniform grid along the last axis (unit mobility; the
+        time derivative that an ODE solver integrates, e.g. for dynamical DFT).
 
         The flux J = −ρ ∂ₓv sits on cell faces, with ρ there the mean of its two
         neighbours; each cell gains what flows in, so Σ ρ Δx is conserved exactly
-        (no-flux walls, or periodic wrap-around).
+        (no-flux walls, or periodic wrap-around). ``mask`` (bool, per node) marks nodes
+        mass may occupy: faces next to a masked-out node carry no flux, and v there is
+        ignored (it may be infinite, as ln ρ where ρ = 0 behind a hard wall).
         """
         v = first_variation
+        if mask is not None:
+            v = jnp.where(mask, v, 0.0)
         if periodic:
             rho_face = 0.5 * (rho + jnp.roll(rho, -1, axis=-1))
             flux = -rho_face * (jnp.roll(v, -1, axis=-1) - v) / dx   # face i+1/2
-            div = (flux - jnp.roll(flux, 1, axis=-1)) / dx
-        else:
-            rho_face = 0.5 * (rho[..., 1:] + rho[..., :-1])
-            flux = -rho_face * (v[..., 1:] - v[..., :-1]) / dx
-            zero = jnp.zeros(rho.shape[:-1] + (1,), rho.dtype)
-            flux = jnp.concatenate([zero, flux, zero], axis=-1)
-            div = (flux[..., 1:] - flux[..., :-1]) / dx
-        return rho - self.step_size * div
+            if mask is not None:
+                flux = jnp.where(mask & jnp.roll(mask, -1, axis=-1), flux, 0.0)
+            return -(flux - jnp.roll(flux, 1, axis=-1)) / dx
+        rho_face = 0.5 * (rho[..., 1:] + rho[..., :-1])
+        flux = -rho_face * (v[..., 1:] - v[..., :-1]) / dx
+        if mask is not None:
+            flux = jnp.where(mask[..., 1:] & mask[..., :-1], flux, 0.0)
+        zero = jnp.zeros(rho.shape[:-1] + (1,), rho.dtype)
+        flux = jnp.concatenate([zero, flux, zero], axis=-1)
+        return -(flux[..., 1:] - flux[..., :-1]) / dx
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,17 @@ class FisherRao:
         where p = 0, gives it weight 0 rather than NaN for all)."""
         new = log_weights - self.step_size * first_variation
         return new - logsumexp(new) if self.conserve_mass else new
+
+    def grid_rate(self, rho, first_variation, dx: float, *, mask=None):
+        """∂ρ/∂t = −(v − ⟨v⟩_ρ) ρ (with ``conserve_mass``) or −v ρ (without) on a grid;
+        ``mask`` as for :meth:`Wasserstein.grid_rate` (v ignored where it is False)."""
+        v = first_variation if mask is None else jnp.where(mask, first_variation, 0.0)
+        if self.conserve_mass:
+            mean = jnp.sum(rho * v, axis=-1, keepdims=True) / jnp.sum(rho, axis=-1,
+                                                                       keepdims=True)
+            v = v - mean
+        rate = -v * rho
+        return rate if mask is None else jnp.where(mask, rate, 0.0)
 
     def grid(self, rho, first_variation, dx: float):
         """ρ ← ρ exp(−h (v − ⟨v⟩_ρ)) on a grid; with ``conserve_mass`` rescaled to the
