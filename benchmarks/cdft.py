@@ -62,12 +62,12 @@ def solver_rows():
         solve(f, pot, 2.0, solver=solver)                         # compile
         sol, sec = _best(lambda s=solver: solve(f, pot, 2.0, solver=s))
         rows.append(["helmholtz Percus rods", name, 4096, sol.iterations,
-                     f"{sol.residual:.1e}", f"{sec:.3f}"])
+                     f"{sol.residual:.1e} ({sol.status.code})", f"{sec:.3f}"])
     for name in ("picard", "anderson"):
         try:
             r = feos_hard_sphere_wall(4096, solver=name)
             rows.append([f"FeOs {r['feos_version']} FMT spheres", name, r["n_grid"],
-                         r["iterations"], f"{r['residual']:.1e}", f"{r['seconds']:.3f}"])
+                         r["iterations"], f"{r['residual']:.1e} (rms)", f"{r['seconds']:.3f}"])
         except ImportError as e:
             rows.append(["FeOs", name, 4096, "—", "—", str(e)[:30]])
     return rows
@@ -81,11 +81,12 @@ def learned_rows(quick: bool):
     j = int(round(1.5 / dx))
     training = TrainingData.make(dx, rho=prof["rho"], beta_v=prof["beta_v"],
                                  weight=prof["weight"], beta_mu=prof["beta_mu"],
-                                 bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j])
+                                 bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j],
+                                 bulk_r=bulk["r"][:j])
     keys = jax.random.split(jax.random.key(123), 8)
     mus = np.linspace(-0.5, 2.5, 8)
     tests = [(random_potential(k, 10.0, walls=(1.0, 9.0) if i % 2 else None, num_modes=4,
-                               amplitude=2.0, num_knots=4, slope=2.0), m)
+                               amplitude=2.0, num_knots=4, knot_amplitude=2.0), m)
              for i, (k, m) in enumerate(zip(keys, mus, strict=True))]
     exact = [solve(Percus(dx), p, m) for p, m in tests]
     rows, means = [], {}
@@ -107,8 +108,9 @@ def learned_rows(quick: bool):
         means[obj] = float(np.mean(mx)) if mx else np.nan
         data_used = {"c1": f"{n_prof} profiles", "pair": "12 bulk states",
                      "both": f"{n_prof} profiles + 12 bulk"}[obj]
-        rows.append([obj, data_used, steps, f"{seconds:.0f}", f"{np.mean(mx):.4f}",
-                     f"{np.max(mx):.4f}", f"{100 * np.mean(l2):.2f} %", failed])
+        worst = float(np.max(mx)) if mx else np.nan
+        rows.append([obj, data_used, steps, f"{seconds:.0f}", f"{means[obj]:.4f}",
+                     f"{worst:.4f}", f"{100 * np.mean(l2) if l2 else np.nan:.2f} %", failed])
     return rows, means
 
 

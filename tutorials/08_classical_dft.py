@@ -130,7 +130,7 @@ fig.savefig(IMAGES / "cdft_simulations.png", dpi=110)
 j = int(round(1.5 / DX))
 training = TrainingData.make(DX, rho=prof["rho"], beta_v=prof["beta_v"],
                              weight=prof["weight"], beta_mu=prof["beta_mu"],
-                             bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j])
+                             bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j], bulk_r=bulk["r"][:j])
 learned = {obj: train_functional(training, jax.random.key(1), objective=obj, num_steps=3000,
                                  progress_bar=True).fitted.module
            for obj in ("c1", "pair", "both")}
@@ -141,7 +141,7 @@ learned = {obj: train_functional(training, jax.random.key(1), objective=obj, num
 # %%
 keys = jax.random.split(jax.random.key(2024), 4)
 tests = [(random_potential(k, 10.0, walls=(1.0, 9.0) if n % 2 else None, num_modes=4,
-                           amplitude=2.0, num_knots=4, slope=2.0), mu)
+                           amplitude=2.0, num_knots=4, knot_amplitude=2.0), mu)
          for n, (k, mu) in enumerate(zip(keys, (0.0, 1.0, 2.0, 2.5), strict=True))]
 errors = {name: [] for name in learned}
 fig, axes = plt.subplots(1, len(tests), figsize=(16, 3.6))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import jax
@@ -60,10 +61,18 @@ def _fluid_settings(fluid: Fluid) -> dict:
     return {"sigma": fluid.sigma, "epsilon": fluid.epsilon, "well_width": fluid.well_width}
 
 
+def _direct_or_nan(r, g, rho):
+    try:
+        return direct_correlation(r, g, rho)
+    except ValueError as e:
+        warnings.warn(f"bulk_pairs: c(r) at ρ = {rho:.4g} left as NaN: {e}", stacklevel=3)
+        return np.full(np.shape(r), np.nan)
+
+
 def profiles(seed: int, num_systems: int, *, fluid: Fluid | None = None,
              length: float = 10.0, dx: float = 0.05, beta_mu_range=(-1.0, 3.0),
              amplitude: float = 2.0, num_modes: int = 4, num_knots: int = 4,
-             slope: float = 2.0, num_sweeps: int = 4000, num_blocks: int = 20,
+             knot_amplitude: float = 2.0, num_sweeps: int = 4000, num_blocks: int = 20,
              cache: bool = True, cache_dir=None, regenerate: bool = False,
              progress_bar: bool = True) -> dict:
     """GCMC density profiles of ``num_systems`` fluids in random potentials.
@@ -75,7 +84,7 @@ def profiles(seed: int, num_systems: int, *, fluid: Fluid | None = None,
     fluid = Fluid.hard_rods() if fluid is None else fluid
     settings = {"seed": int(seed), "num_systems": int(num_systems), "length": length,
                 "dx": dx, "beta_mu_range": list(beta_mu_range), "amplitude": amplitude,
-                "num_modes": num_modes, "num_knots": num_knots, "slope": slope,
+                "num_modes": num_modes, "num_knots": num_knots, "knot_amplitude": knot_amplitude,
                 "num_sweeps": num_sweeps, "num_blocks": num_blocks,
                 "fluid": _fluid_settings(fluid)}
 
@@ -97,7 +106,7 @@ def profiles(seed: int, num_systems: int, *, fluid: Fluid | None = None,
             walls = (fluid.sigma, length - fluid.sigma) if walled else None
             pots = jax.vmap(lambda k, w=walls: random_potential(
                 k, length, walls=w, num_modes=num_modes, amplitude=amplitude,
-                num_knots=num_knots, slope=slope))(pot_keys[idx])
+                num_knots=num_knots, knot_amplitude=knot_amplitude))(pot_keys[idx])
             res = gcmc(mc_keys[idx], fluid, pots, jnp.asarray(mus[idx]), grid,
                        num_sweeps=num_sweeps, num_blocks=num_blocks,
                        progress_bar=progress_bar)
@@ -112,15 +121,18 @@ def profiles(seed: int, num_systems: int, *, fluid: Fluid | None = None,
 
 
 def bulk_pairs(seed: int, beta_mu, *, fluid: Fluid | None = None, length: float = 20.0,
-               dx: float = 0.05, pair_range: float = 3.0, num_replicas: int = 8,
+               dx: float = 0.05, pair_range: float | None = None, num_replicas: int = 8,
                num_sweeps: int = 4000, num_blocks: int = 20, cache: bool = True,
                cache_dir=None, regenerate: bool = False, progress_bar: bool = True) -> dict:
     """Bulk pair correlations at each βμ in ``beta_mu``: ``num_replicas`` periodic GCMC
     systems each, pooled. Returns ``beta_mu``, ``rho`` (B,) with ``rho_se``, ``r`` (J,),
     ``g`` and ``g_se`` (B, J), and ``c`` (B, J) by Ornstein–Zernike
-    (:func:`.gcmc.direct_correlation`)."""
+    (:func:`.gcmc.direct_correlation`; NaN, with a warning, where 1 + ρĥ ≤ 0 from noise).
+    ``pair_range`` defaults to L/2: Ornstein–Zernike needs h(r) until it has decayed, and
+    cutting it at 3σ made c(0) wrong by 5 at ρσ = 0.72."""
     fluid = Fluid.hard_rods() if fluid is None else fluid
     mus = np.atleast_1d(np.asarray(beta_mu, np.float64))
+    pair_range = length / 2 if pair_range is None else pair_range
     settings = {"seed": int(seed), "beta_mu": mus.tolist(), "length": length, "dx": dx,
                 "pair_range": pair_range, "num_replicas": num_replicas,
                 "num_sweeps": num_sweeps, "num_blocks": num_blocks,
@@ -139,7 +151,7 @@ def bulk_pairs(seed: int, beta_mu, *, fluid: Fluid | None = None, length: float 
         g_se = res.g_se.reshape(b, num_replicas, -1)
         rho = n.mean(1)
         g_mean = g.mean(1)
-        c = np.stack([direct_correlation(res.pair_r, g_mean[i], rho[i]) for i in range(b)])
+        c = np.stack([_direct_or_nan(res.pair_r, g_mean[i], rho[i]) for i in range(b)])
         return {"beta_mu": mus, "rho": rho,
                 "rho_se": np.sqrt((n_se ** 2).sum(1)) / num_replicas, "r": res.pair_r,
                 "g": g_mean, "g_se": np.sqrt((g_se ** 2).sum(1)) / num_replicas, "c": c}

@@ -36,7 +36,7 @@ from helmholtz.result import Status
 
 from .functionals import c1
 from .potentials import Grid, GridError
-from .solvers import grand_potential, potential_on_grid
+from .solvers import default_tolerance, grand_potential, potential_on_grid
 
 __all__ = ["ddft", "DDFTSolution"]
 
@@ -61,24 +61,20 @@ class DDFTSolution(eqx.Module):
 
 def _rate(t, rho, args):
     functional, beta_v, log_w, on, beta_mu, metric, mobility, reaction = args
-    safe = jnp.where(on, jnp.maximum(rho, 1e-300), 1.0)
+    safe = jnp.where(on, jnp.maximum(rho, jnp.finfo(rho.dtype).tiny), 1.0)
     v = jnp.log(safe) - log_w + beta_v - c1(functional, jnp.where(on, rho, 0.0)) - beta_mu
     dx = functional.dx
-    transport = isinstance(metric, Wasserstein | WFR)
-    react = isinstance(metric, FisherRao | WFR)
-    out = jnp.zeros_like(rho)
-    if transport:
-        out = out + mobility * Wasserstein().grid_rate(rho, v, dx, periodic=True, mask=on)
-    if react:
-        fr = metric.fisher_rao if isinstance(metric, WFR) else metric
-        out = out + reaction * FisherRao(conserve_mass=fr.conserve_mass).grid_rate(
-            rho, v, dx, mask=on)
-    return out
+    if isinstance(metric, WFR):
+        return metric.grid_rate(rho, v, dx, periodic=True, mask=on, mobility=mobility,
+                                reaction=reaction)
+    if isinstance(metric, Wasserstein):
+        return mobility * metric.grid_rate(rho, v, dx, periodic=True, mask=on)
+    return reaction * metric.grid_rate(rho, v, dx, mask=on)
 
 
 def ddft(functional, potential, rho0, *, t1: float, beta_mu: float | None = None,
          metric=None, mobility: float = 1.0, reaction: float = 1.0, num_saves: int = 50,
-         grid: Grid | None = None, rtol: float = 1e-8, atol: float = 1e-10,
+         grid: Grid | None = None, rtol: float | None = None, atol: float | None = None,
          solver=None, max_steps: int = 100_000, dt0: float | None = None) -> DDFTSolution:
     """Relax ``rho0`` in ``potential`` from t = 0 to ``t1`` by the gradient flow of βΩ
     under ``metric`` (default :class:`~helmholtz.flows.Wasserstein`).
@@ -98,7 +94,8 @@ def ddft(functional, potential, rho0, *, t1: float, beta_mu: float | None = None
         Profiles saved at times evenly spaced in log t from t1/10⁴ to t1, plus t = 0.
     solver
         A diffrax solver (default ``diffrax.Kvaerno5()``), stepped adaptively with a PID
-        controller at ``rtol``, ``atol``.
+        controller at ``rtol``, ``atol`` (default 1e-8, 1e-10 in float64; 1e-5, 1e-7 in
+        float32).
     """
     metric = Wasserstein() if metric is None else metric
     if not isinstance(metric, Wasserstein | FisherRao | WFR):
@@ -113,6 +110,8 @@ def ddft(functional, potential, rho0, *, t1: float, beta_mu: float | None = None
     grid, beta_v, weight = potential_on_grid(functional, potential, grid)
     dtype = jnp.result_type(float)
     beta_v, weight = beta_v.astype(dtype), weight.astype(dtype)
+    rtol = default_tolerance(rtol, dtype, "rtol", 1e-8, 1e-5)
+    atol = default_tolerance(atol, dtype, "atol", 1e-10, 1e-7)
     rho0 = jnp.asarray(rho0, dtype)
     if rho0.shape != (grid.n,):
         raise GridError(f"rho0 has shape {rho0.shape}; the grid has {grid.n} nodes")

@@ -104,8 +104,9 @@ class NeuralFunctional(eqx.Module):
     density form is that of fundamental-measure theory, which is exact for hard rods).
 
     The kernels start as the Percus weights' shapes (two end points and a box) plus small
-    noise, so training starts near a sensible functional; the MLP's last layer starts at
-    zero scale on a softplus, so βF_exc starts near 0 (the ideal gas).
+    noise, so training starts near a sensible functional; Φ_θ(0) is subtracted, so the
+    empty system has βF_exc = 0 whatever the weights (the MLP is equinox's default
+    softplus MLP with its default initialisation).
     """
 
     dx: float = eqx.field(static=True)

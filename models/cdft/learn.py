@@ -38,6 +38,7 @@ from helmholtz.result import FittedModule, FreeEnergy, Result
 from helmholtz.training import init_training, training_phase, training_status
 
 from .functionals import NeuralFunctional, c1, c2_bulk
+from .potentials import GridError
 
 __all__ = ["TrainingData", "FunctionalTraining", "train_functional", "OBJECTIVES"]
 
@@ -64,7 +65,18 @@ class TrainingData(eqx.Module):
 
     @classmethod
     def make(cls, dx, *, rho=None, beta_v=None, weight=None, beta_mu=None, bulk_rho=None,
-             bulk_c2=None, min_density: float = 0.02) -> TrainingData:
+             bulk_c2=None, x=None, bulk_r=None, min_density: float = 0.02) -> TrainingData:
+        """Check and pack the arrays; ``x`` (the profiles' nodes) and ``bulk_r`` (the r of
+        ``bulk_c2``), when given, must be spaced by ``dx`` (a :class:`GridError` otherwise:
+        c(r) binned at 0.1 compared with c2 on a 0.05 grid would train silently wrong)."""
+        for name, pts in (("x", x), ("bulk_r", bulk_r)):
+            if pts is not None:
+                pts = np.asarray(pts, np.float64)
+                if pts.size < 2 or not np.allclose(np.diff(pts), dx, rtol=1e-6, atol=0):
+                    raise GridError(f"TrainingData: {name} is not spaced by dx = {dx} "
+                                    f"(spacing {np.diff(pts)[:1]})")
+        if bulk_r is not None and abs(float(np.asarray(bulk_r)[0])) > 1e-9 * dx:
+            raise GridError("TrainingData: bulk_r must start at r = 0")
         z2, z1 = jnp.zeros((0, 1)), jnp.zeros((0,))
         if rho is not None:
             rho = jnp.asarray(rho)

@@ -81,6 +81,14 @@ class ExternalPotential(eqx.Module):
     knot_values: jax.Array
     walls: tuple[float, float] | None = eqx.field(static=True, default=None)
 
+    def __check_init__(self):
+        if self.walls is not None:
+            lo, hi = self.walls
+            if not 0 <= lo < hi < self.length:
+                raise GridError(f"walls {self.walls} must satisfy 0 ≤ lo < hi < length = "
+                                f"{self.length} (centres live in [lo, hi] of the periodic "
+                                "box; the rest is behind the walls)")
+
     def smooth(self, x):
         """The finite part of βV (what is left without the walls)."""
         x = jnp.asarray(x)
@@ -111,18 +119,20 @@ class ExternalPotential(eqx.Module):
             raise GridError(f"potential on a box of length {self.length}, grid of length "
                             f"{grid.length}")
         x = grid.x
-        weight = jnp.ones(grid.n)
+        weight = np.ones(grid.n)
         if self.walls is not None:
-            lo, hi = self.walls
-            for w in (lo, hi):
+            nodes = []
+            for w in self.walls:
                 m = w / grid.dx
                 if abs(m - round(m)) > 1e-9 * max(abs(m), 1.0):
                     raise GridError(f"wall at {w} is not on a node of a grid with dx = "
                                     f"{grid.dx}")
-            tol = 1e-9 * grid.dx
-            weight = jnp.where(self.inside(x), 1.0, 0.0)
-            weight = jnp.where((jnp.abs(x - lo) < tol) | (jnp.abs(x - hi) < tol), 0.5, weight)
-        return self.smooth(x), weight
+                nodes.append(int(round(m)))
+            # by index, not by comparing i·dx with the wall (which float32 misses)
+            i = np.arange(grid.n)
+            weight = np.where((i > nodes[0]) & (i < nodes[1]), 1.0, 0.0)
+            weight[nodes] = 0.5
+        return self.smooth(x), jnp.asarray(weight, x.dtype)
 
 
 def flat(length: float, walls: tuple[float, float] | None = None) -> ExternalPotential:
@@ -133,7 +143,7 @@ def flat(length: float, walls: tuple[float, float] | None = None) -> ExternalPot
 
 def random_potential(rng_key, length: float, *, walls: tuple[float, float] | None = None,
                      num_modes: int = 4, amplitude: float = 1.0, num_knots: int = 0,
-                     slope: float = 0.0) -> ExternalPotential:
+                     knot_amplitude: float = 0.0) -> ExternalPotential:
     """A random βV: ``num_modes`` cosine modes with amplitudes aₙ ~ U(−a, a)/√n and
     uniform phases, plus (``num_knots`` ≥ 2) a periodic piecewise-linear part with knot
     values ~ U(−s, s) at sorted uniform positions — the kinds of potential the neural
@@ -145,7 +155,8 @@ def random_potential(rng_key, length: float, *, walls: tuple[float, float] | Non
     phases = jax.random.uniform(kp, (num_modes,), maxval=2 * np.pi)
     if num_knots >= 2:
         pos = jnp.sort(jax.random.uniform(kx, (num_knots,), maxval=length))
-        vals = jax.random.uniform(kv, (num_knots,), minval=-slope, maxval=slope)
+        vals = jax.random.uniform(kv, (num_knots,), minval=-knot_amplitude,
+                                  maxval=knot_amplitude)
     else:
         pos = vals = jnp.zeros((0,))
     return ExternalPotential(float(length), amps, phases, pos, vals, walls)

@@ -41,7 +41,7 @@ from .functionals import c1, check_spacing
 from .potentials import ExternalPotential, Grid, GridError
 
 __all__ = ["Picard", "Anderson", "DFTSolution", "solve", "bulk_density",
-           "potential_on_grid"]
+           "potential_on_grid", "default_tolerance"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ def potential_on_grid(functional, potential, grid: Grid | None = None):
     if isinstance(potential, ExternalPotential):
         grid = Grid(potential.length, functional.dx) if grid is None else grid
         check_spacing(functional, grid.dx)
+        _check_wall_gap(functional, potential, grid)
         beta_v, weight = potential.on_grid(grid)
         return grid, beta_v, weight
     if grid is None:
@@ -86,6 +87,32 @@ def potential_on_grid(functional, potential, grid: Grid | None = None):
                         f"{grid.n} nodes (length {grid.length}, dx {grid.dx})")
     weight = jnp.isfinite(beta_v).astype(beta_v.dtype)
     return grid, jnp.where(weight > 0, beta_v, 0.0), weight
+
+
+def default_tolerance(value, dtype, name: str, f64: float, f32: float) -> float:
+    """``value``, or its default for the working precision; a tolerance below 100 machine
+    epsilons cannot be met and is refused."""
+    eps = float(jnp.finfo(dtype).eps)
+    value = (f64 if eps < 1e-10 else f32) if value is None else float(value)
+    if not value >= 100 * eps:
+        raise ValueError(f"{name} = {value:g} is below what {jnp.dtype(dtype).name} "
+                         f"resolves (100 ε = {100 * eps:.1e}); turn on jax_enable_x64 or "
+                         f"raise {name}")
+    return value
+
+
+def _check_wall_gap(functional, potential, grid):
+    """Hard walls on a periodic grid: the forbidden gap must be wider than the
+    functional's range, or the fluid feels itself through the periodic image."""
+    walls = getattr(potential, "walls", None)
+    if walls is None:
+        return
+    reach = 2 * getattr(functional, "range_", getattr(functional, "sigma", 0.0) / 2)
+    gap = grid.length - (walls[1] - walls[0])
+    if gap < reach - 1e-9:
+        raise GridError(f"walls at {walls} leave a gap of {gap:g} behind them, shorter than "
+                        f"the functional's range {reach:g}: the fluid would interact with "
+                        "itself across the periodic boundary; lengthen the box")
 
 
 class DFTSolution(eqx.Module):
@@ -132,11 +159,16 @@ class DFTSolution(eqx.Module):
         w = np.asarray(self.weight)
         return np.asarray(self.rho)[np.isclose(w, 0.5)] * 2.0
 
-    def wall_force(self) -> float:
-        """The force per area the soft potential exerts on the fluid, −∫ρ ∂βV/∂x, by
-        central differences (the pressure on soft walls)."""
+    def wall_force(self, lo: float, hi: float) -> float:
+        """β × the force per area the fluid exerts on the soft wall whose potential acts
+        on [lo, hi): ∫ρ ∂βV/∂x dx over those nodes (central differences), positive when
+        it pushes towards +x. For a wall between a bulk fluid and an empty region this is
+        the pressure on the wall, βp (mechanical equilibrium); over the whole periodic box
+        the forces on all walls cancel."""
         dv = (jnp.roll(self.beta_v, -1) - jnp.roll(self.beta_v, 1)) / (2 * self.grid.dx)
-        return float(-self.grid.dx * jnp.sum(self.rho * dv))
+        x = self.grid.x
+        inside = (x >= lo - 1e-9 * self.grid.dx) & (x < hi - 1e-9 * self.grid.dx)
+        return float(self.grid.dx * jnp.sum(jnp.where(inside, self.rho * dv, 0.0)))
 
 
 def grand_potential(functional, rho, beta_v, weight, beta_mu):
@@ -191,7 +223,8 @@ class _Iter(eqx.Module):
     residual: jax.Array
     d_u: jax.Array          # (memory, n) Anderson history of Δu and Δf
     d_f: jax.Array
-    count: jax.Array        # valid history columns
+    count: jax.Array        # history columns written since the last restart
+    head: jax.Array         # the column the next difference goes to
     k: jax.Array
     best_u: jax.Array
     best: jax.Array
@@ -219,7 +252,7 @@ def _proposal(solver, state, dx):
     # iteration cost eight Picard steps), with a small ridge; unused columns give γ = 0
     d_f = jnp.where(cols[:, None], state.d_f, 0.0)
     gram = d_f @ d_f.T
-    ridge = 1e-12 * jnp.trace(gram) / solver.memory + 1e-300
+    ridge = 1e-12 * jnp.trace(gram) / solver.memory + jnp.finfo(gram.dtype).tiny
     gram = gram + jnp.diag(jnp.where(cols, ridge, 1.0))
     gamma = jnp.where(cols, jnp.linalg.solve(gram, d_f @ state.f), 0.0)
     return state.u + beta * state.f - (state.d_u + beta * state.d_f).T @ gamma
@@ -234,7 +267,8 @@ def _iterate(functional, solver, u0, beta_v, weight, beta_mu, tol, max_iteration
     n = u0.shape[0]
     zeros = jnp.zeros((memory, n), u0.dtype)
     hist = jnp.full((max_iterations,), jnp.nan, u0.dtype)
-    state = _Iter(u0, f0, r0, zeros, zeros, jnp.int32(0), jnp.int32(0), u0, r0, hist)
+    state = _Iter(u0, f0, r0, zeros, zeros, jnp.int32(0), jnp.int32(0), jnp.int32(0), u0, r0,
+                  hist)
 
     def cond(s):
         return (s.residual > tol) & (s.k < max_iterations) & jnp.isfinite(s.residual) & (
@@ -256,20 +290,22 @@ def _iterate(functional, solver, u0, beta_v, weight, beta_mu, tol, max_iteration
         f1, r1, ok1 = _evaluate(functional, target, log_w, beta_v, beta_mu, on)
         u, f, r, ok, halvings = jax.lax.while_loop(shrink_cond, shrink,
                                                    (target, f1, r1, ok1, jnp.int32(0)))
-        slot = s.k % memory
+        # a ring buffer that restarts at column 0 after a limited step, so the columns
+        # in use are always 0 … count − 1 until it is full
         restart = halvings > 0
-        d_u = jnp.where(restart, 0.0, s.d_u.at[slot].set(u - s.u))
-        d_f = jnp.where(restart, 0.0, s.d_f.at[slot].set(f - s.f))
+        d_u = jnp.where(restart, 0.0, s.d_u.at[s.head].set(u - s.u))
+        d_f = jnp.where(restart, 0.0, s.d_f.at[s.head].set(f - s.f))
         count = jnp.where(restart, 0, jnp.minimum(s.count + 1, memory))
+        head = jnp.where(restart, 0, (s.head + 1) % memory)
         better = r < s.best
-        return _Iter(u, f, r, d_u, d_f, count, s.k + 1, jnp.where(better, u, s.best_u),
+        return _Iter(u, f, r, d_u, d_f, count, head, s.k + 1, jnp.where(better, u, s.best_u),
                      jnp.where(better, r, s.best), s.history.at[s.k].set(r))
 
     return jax.lax.while_loop(cond, body, state)
 
 
 def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
-          solver: Picard | Anderson | None = None, tol: float = 1e-10,
+          solver: Picard | Anderson | None = None, tol: float | None = None,
           max_iterations: int = 20_000, initial=None) -> DFTSolution:
     """The equilibrium density of ``functional`` in ``potential`` at chemical potential
     ``beta_mu``: the Euler–Lagrange fixed point to ``tol`` in max |ρ_EL − ρ|.
@@ -284,6 +320,9 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
         βμ (Λ = 1).
     solver
         :class:`Anderson` (default) or :class:`Picard`.
+    tol
+        Default 1e-10 in float64 (``jax_enable_x64``), 1e-5 in float32; a tol below 100
+        machine epsilons of the working precision is refused (it could never be met).
     initial
         A starting profile; default the bulk density times exp(−βV) and the wall factor,
         scaled down until the functional is defined.
@@ -292,7 +331,9 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
     -------
     DFTSolution
         Its ``status`` is ``ok``, or ``max_steps`` / ``diverged`` / ``nan`` with the last
-        and best residual; ``rho`` is then the best iterate, never NaN.
+        and best residual (``rho`` is then the best iterate, never NaN), or
+        ``not_converged`` with ``rho`` = 0 when βμ lies beyond what the functional reaches
+        (no bulk density to start from).
     """
     solver = Anderson() if solver is None else solver
     if not isinstance(solver, Picard | Anderson):
@@ -302,6 +343,7 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
     grid, beta_v, weight = potential_on_grid(functional, potential, grid)
     dtype = jnp.result_type(float)          # float64 when x64 is on, whatever βV was made in
     beta_v, weight = beta_v.astype(dtype), weight.astype(dtype)
+    tol = default_tolerance(tol, dtype, "tol", 1e-10, 1e-5)
     beta_mu = float(beta_mu)
     on = weight > 0
     if initial is None:
@@ -316,7 +358,8 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
         if rho0.shape != (grid.n,):
             raise GridError(f"initial profile has shape {rho0.shape}; the grid has {grid.n} "
                             "nodes")
-    u0 = jnp.where(on, jnp.log(jnp.where(on, jnp.maximum(rho0, 1e-300), 1.0)), 0.0)
+    tiny = jnp.finfo(dtype).tiny
+    u0 = jnp.where(on, jnp.log(jnp.where(on, jnp.maximum(rho0, tiny), 1.0)), 0.0)
     out = _iterate(functional, solver, u0, beta_v, weight, jnp.asarray(beta_mu, beta_v.dtype),
                    jnp.asarray(tol, beta_v.dtype), max_iterations)
     k = int(out.k)

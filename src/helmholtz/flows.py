@@ -170,6 +170,14 @@ class WFR:
     wasserstein: Wasserstein = Wasserstein()
     fisher_rao: FisherRao = FisherRao()
 
+    def grid_rate(self, rho, first_variation, dx: float, *, periodic: bool = False,
+                  mask=None, mobility: float = 1.0, reaction: float = 1.0):
+        """∂ρ/∂t = γ ∂ₓ(ρ ∂ₓ v) + κ × :meth:`FisherRao.grid_rate`: transport and birth–death
+        at once, with mobility γ and reaction rate κ (the continuous-time WFR flow)."""
+        return (mobility * self.wasserstein.grid_rate(rho, first_variation, dx,
+                                                      periodic=periodic, mask=mask)
+                + reaction * self.fisher_rao.grid_rate(rho, first_variation, dx, mask=mask))
+
 
 def median_bandwidth(positions, max_points: int = 256):
     """The median heuristic of Liu & Wang (2016): h² = med(‖xᵢ − xⱼ‖²) / (2 log(N + 1)) in

@@ -16,7 +16,7 @@ POTENTIALS = {
     "cosine modes, periodic": dict(walls=None, num_modes=4, amplitude=2.0),
     "cosine modes between walls": dict(walls=(1.0, 7.0), num_modes=4, amplitude=1.5),
     "linear pieces between walls": dict(walls=(1.0, 7.0), num_modes=1, amplitude=0.3,
-                                        num_knots=4, slope=2.5),
+                                        num_knots=4, knot_amplitude=2.5),
 }
 BETA_MU = {"cosine modes, periodic": 0.5, "cosine modes between walls": 1.5,
            "linear pieces between walls": 1.0}

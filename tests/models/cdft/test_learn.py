@@ -7,7 +7,7 @@ import pytest
 
 from helmholtz import Result
 from helmholtz.errors import OptionError
-from helmholtz.models.cdft import Percus, random_potential, solve
+from helmholtz.models.cdft import GridError, Percus, random_potential, solve
 from helmholtz.models.cdft import data as cdft_data
 from helmholtz.models.cdft.functionals import c1, c2_bulk
 from helmholtz.models.cdft.learn import FunctionalTraining, TrainingData, train_functional
@@ -29,7 +29,7 @@ def training_data(tmp_path_factory):
     j = int(round(1.5 / DX))
     return TrainingData.make(DX, rho=prof["rho"], beta_v=prof["beta_v"],
                              weight=prof["weight"], beta_mu=prof["beta_mu"],
-                             bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j])
+                             bulk_rho=bulk["rho"], bulk_c2=bulk["c"][:, :j], bulk_r=bulk["r"][:j])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def _profile_errors(functional):
     out, rel, ideal = [], [], []
     for i, (k, mu) in enumerate(zip(keys, (0.0, 1.0, 0.5, 1.0), strict=True)):
         pot = random_potential(k, 10.0, walls=(1.0, 9.0) if i else None, num_modes=4,
-                               amplitude=1.5, num_knots=4, slope=1.5)
+                               amplitude=1.5, num_knots=4, knot_amplitude=1.5)
         exact = solve(Percus(DX), pot, mu)
         learned = solve(functional, pot, mu, tol=1e-7)
         assert exact.status.ok and learned.status.ok, learned.status
@@ -68,6 +68,10 @@ def test_neural_functional_reproduces_percus_in_unseen_potentials(trained, x64):
     # simulations and 600 steps)
     assert np.all(err < 0.1 * ideal), (err, ideal)
     assert err.max() < 0.15 and rel.max() < 0.05, (err, rel)
+    # a βμ far beyond the training range: a status, not a NaN profile
+    far = solve(trained.fitted.module, random_potential(jax.random.key(0), 10.0), 60.0)
+    assert far.status.code == "not_converged" and "range" in far.status.message
+    assert np.all(np.isfinite(np.asarray(far.rho)))
     # its bulk c2 is the exact one at a density inside the training range
     c2 = np.asarray(c2_bulk(trained.fitted.module, 0.5, 64))[:15]
     c2_exact = np.asarray(c2_bulk(Percus(DX), 0.5, 64))[:15]
@@ -111,3 +115,6 @@ def test_training_bad_input(training_data):
         train_functional(profiles_only, jax.random.key(0), objective="pair", num_steps=2)
     with pytest.raises(ValueError, match="beta_mu be"):
         TrainingData.make(DX, rho=np.zeros((3, 10)), beta_mu=np.zeros(2))
+    with pytest.raises(GridError, match="bulk_r is not spaced by dx = 0.05"):
+        TrainingData.make(DX, bulk_rho=np.ones(2), bulk_c2=np.zeros((2, 5)),
+                          bulk_r=np.arange(5) * 0.1)
