@@ -89,12 +89,13 @@ def potential_on_grid(functional, potential, grid: Grid | None = None):
     return grid, jnp.where(weight > 0, beta_v, 0.0), weight
 
 
-def default_tolerance(value, dtype, name: str, f64: float, f32: float) -> float:
-    """``value``, or its default for the working precision; a tolerance below 100 machine
-    epsilons cannot be met and is refused."""
+def default_tolerance(value, dtype, name: str, f64: float, f32: float, *,
+                      relative: bool = True) -> float:
+    """``value``, or its default for the working precision; a relative tolerance below
+    100 machine epsilons cannot be met and is refused."""
     eps = float(jnp.finfo(dtype).eps)
     value = (f64 if eps < 1e-10 else f32) if value is None else float(value)
-    if not value >= 100 * eps:
+    if not value > 0 or (relative and value < 100 * eps):
         raise ValueError(f"{name} = {value:g} is below what {jnp.dtype(dtype).name} "
                          f"resolves (100 ε = {100 * eps:.1e}); turn on jax_enable_x64 or "
                          f"raise {name}")
@@ -321,7 +322,7 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
     solver
         :class:`Anderson` (default) or :class:`Picard`.
     tol
-        Default 1e-10 in float64 (``jax_enable_x64``), 1e-5 in float32; a tol below 100
+        Default 1e-10 in float64 (``jax_enable_x64``), 1e-4 in float32; a tol below 100
         machine epsilons of the working precision is refused (it could never be met).
     initial
         A starting profile; default the bulk density times exp(−βV) and the wall factor,
@@ -343,7 +344,7 @@ def solve(functional, potential, beta_mu: float, *, grid: Grid | None = None,
     grid, beta_v, weight = potential_on_grid(functional, potential, grid)
     dtype = jnp.result_type(float)          # float64 when x64 is on, whatever βV was made in
     beta_v, weight = beta_v.astype(dtype), weight.astype(dtype)
-    tol = default_tolerance(tol, dtype, "tol", 1e-10, 1e-5)
+    tol = default_tolerance(tol, dtype, "tol", 1e-10, 1e-4)
     beta_mu = float(beta_mu)
     on = weight > 0
     if initial is None:

@@ -53,3 +53,20 @@ def test_data_sets_are_cached_by_seed_and_regenerated_identically(tmp_path):
     # the density integrates to ⟨N⟩, and walled systems have no density behind the walls
     np.testing.assert_allclose(first["rho"].sum(1) * 0.05, first["mean_n"], rtol=1e-6)
     assert np.all(first["rho"][1::2][first["weight"][1::2] == 0] == 0)
+
+
+def test_float32_solves_to_its_own_precision():
+    pot = random_potential(jax.random.key(3), 10.0, walls=(1.0, 9.0), num_modes=4,
+                           amplitude=1.5)
+    low = solve(Percus(0.05), pot, 1.5)          # default tol 1e-4 in float32
+    assert low.status.ok and low.rho.dtype == jnp.float32 and low.residual < 1e-4
+    with pytest.raises(ValueError, match="below what float32 resolves"):
+        solve(Percus(0.05), pot, 1.5, tol=1e-10)
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        high = solve(Percus(0.05), pot, 1.5)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert high.status.ok and high.residual < 1e-10
+    np.testing.assert_allclose(np.asarray(low.rho), np.asarray(high.rho), atol=1e-3)
