@@ -35,7 +35,7 @@ import optax
 from helmholtz.engines.base import Engine, _positive_int, _positive_number
 from helmholtz.errors import OptionError
 from helmholtz.result import FittedModule, FreeEnergy, Result
-from helmholtz.training import init_training, training_phase, training_status
+from helmholtz.training import init_training, static_part, training_phase, training_status
 
 from .functionals import NeuralFunctional, c1, c2_bulk
 from .potentials import GridError
@@ -173,10 +173,8 @@ class FunctionalTraining(Engine):
                 "width": self.width, "depth": self.depth}
 
     def network(self, dx, params):
-        shapes = eqx.filter_eval_shape(NeuralFunctional.factory, jax.random.key(0),
-                                       **self.factory_kwargs(dx))
-        static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))[1]
-        return eqx.combine(params, static)
+        return eqx.combine(params, static_part(NeuralFunctional.factory, jax.random.key(0),
+                                               **self.factory_kwargs(dx)))
 
     def make_optimizer(self):
         lr = optax.cosine_decay_schedule(self.learning_rate, self.num_steps, 0.1)

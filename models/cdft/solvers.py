@@ -102,13 +102,19 @@ def default_tolerance(value, dtype, name: str, f64: float, f32: float, *,
     return value
 
 
+def _half_width(functional) -> float:
+    """How far a functional's weights reach from a point: ``range_`` of a learned one,
+    σ/2 of Percus'."""
+    return getattr(functional, "range_", getattr(functional, "sigma", 1.0) / 2)
+
+
 def _check_wall_gap(functional, potential, grid):
     """Hard walls on a periodic grid: the forbidden gap must be wider than the
     functional's range, or the fluid feels itself through the periodic image."""
     walls = getattr(potential, "walls", None)
     if walls is None:
         return
-    reach = 2 * getattr(functional, "range_", getattr(functional, "sigma", 0.0) / 2)
+    reach = 2 * _half_width(functional)
     gap = grid.length - (walls[1] - walls[0])
     if gap < reach - 1e-9:
         raise GridError(f"walls at {walls} leave a gap of {gap:g} behind them, shorter than "
@@ -189,8 +195,7 @@ def bulk_density(functional, beta_mu: float, *, max_density: float | None = None
     what the functional reaches below ``max_density``."""
     top = max_density or getattr(functional, "max_density", None) or (
         1.0 / getattr(functional, "sigma", 1.0))
-    n = 2 * int(round(getattr(functional, "range_", getattr(functional, "sigma", 1.0) / 2)
-                      / functional.dx)) + 2
+    n = 2 * int(round(_half_width(functional) / functional.dx)) + 2
     shape = jnp.zeros((n,))
     f = lambda log_rho, mu: _bulk_gap(functional, shape, jnp.asarray(log_rho), jnp.asarray(mu))
     lo, hi = math.log(1e-12), math.log(top)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,8 @@ import optax
 from helmholtz.engines.base import Phase
 from helmholtz.result import Status
 
-__all__ = ["TrainState", "init_training", "train_step", "training_phase", "training_status"]
+__all__ = ["TrainState", "init_training", "train_step", "training_phase", "training_status",
+           "static_part"]
 
 
 class TrainState(NamedTuple):
@@ -44,6 +46,15 @@ class TrainState(NamedTuple):
     diverged: jax.Array
     best: jax.Array
     previous: Any
+
+
+def static_part(factory, *args, **kwargs):
+    """The non-array part of the module ``factory(*args, **kwargs)`` would build, found by
+    tracing shapes only (``equinox.filter_eval_shape``): a training state keeps a
+    network's arrays, and ``eqx.combine(arrays, static_part(factory, ...))`` rebuilds the
+    network from them inside a compiled step."""
+    shapes = eqx.filter_eval_shape(factory, *args, **kwargs)
+    return eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))[1]
 
 
 def init_training(engine, params) -> TrainState:

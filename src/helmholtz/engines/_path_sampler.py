@@ -18,7 +18,7 @@ from helmholtz.engines._control import control_network
 from helmholtz.engines._paths_result import path_result
 from helmholtz.engines.base import Engine, _positive_int, _positive_or_none
 from helmholtz.errors import InitializationError, OptionError
-from helmholtz.training import init_training, training_phase
+from helmholtz.training import init_training, static_part, training_phase
 
 __all__ = ["PathSampler", "PathBatch", "LOSSES", "path_diagnostics", "check_target",
            "robust_scale", "normal_log_density"]
@@ -163,8 +163,7 @@ class PathSampler(Engine):
         return {"log_z": jnp.zeros((), dtype)} if self.objective == "tb" else {}
 
     def _static(self, dim: int) -> dict:
-        shapes = eqx.filter_eval_shape(self.build_networks, dim, jax.random.key(0))
-        return eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))[1]
+        return static_part(self.build_networks, dim, jax.random.key(0))
 
     def modules(self, params) -> dict:
         """The networks, rebuilt from the parameter arrays kept in the training state."""

@@ -47,7 +47,7 @@ from helmholtz.errors import ModelError, OptionError
 from helmholtz.paths.metrics import path_statistics
 from helmholtz.paths.transition import TransitionPath, path_log_ratio, rollout
 from helmholtz.result import Status, register_fitted
-from helmholtz.training import init_training, training_phase, training_status
+from helmholtz.training import init_training, static_part, training_phase, training_status
 
 __all__ = ["TransitionPathSampler", "HotMD", "SteeredMD", "transition_problem",
            "ForceControl", "PotentialControl", "DisplacementControl",
@@ -317,10 +317,9 @@ class TransitionPathSampler(_PathEngine):
                 "log_z": jnp.zeros((), problem.start.dtype)}
 
     def network(self, problem, params):
-        shapes = eqx.filter_eval_shape(build_control, self.control, problem,
-                                       jax.random.key(0), self.hidden_dim, self.num_layers)
-        static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))[1]
-        return eqx.combine(params["control"], static)
+        return eqx.combine(params["control"], static_part(
+            build_control, self.control, problem, jax.random.key(0), self.hidden_dim,
+            self.num_layers))
 
     def control_fn(self, problem, state):
         params = state.params if hasattr(state, "params") else state
