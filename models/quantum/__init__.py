@@ -1,0 +1,1 @@
+"""Quantum variational Monte Carlo (installed as ``helmholtz.models.quantum``)."""
