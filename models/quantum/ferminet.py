@@ -172,9 +172,9 @@ class FermiNet(eqx.Module):
             shapes += [(width, K * n_s), (K * n_s, n_nuc)]
         # one draw for all parameters (each eager draw of a new shape would compile a
         # program of its own), in float32 so that a key gives the same network in either
-        # precision
-        noise = np.asarray(jax.random.normal(key, (sum(math.prod(t) for t in shapes),),
-                                             jnp.float32), np.float64)
+        # precision (kept a jax array: under ``equinox.filter_eval_shape``, which a saved
+        # Result uses to rebuild the network, the key is traced)
+        noise = jax.random.normal(key, (sum(math.prod(t) for t in shapes),), jnp.float32)
         draws, at = [], 0
         for t in shapes:
             draws.append(noise[at:at + math.prod(t)].reshape(t))
@@ -200,7 +200,8 @@ class FermiNet(eqx.Module):
             # envelopes: σ ≈ Z_I / n (a hydrogen-like orbital of shell n), jittered per
             # determinant so that the determinants start apart; π = 1 on every nucleus
             shells = np.array([_shell(o) for o in range(n_s)], np.float64)
-            sigma = np.tile(z[None, :] / shells[:, None], (K, 1)) * np.exp(0.1 * next(draws))
+            sigma = (jnp.asarray(np.tile(z[None, :] / shells[:, None], (K, 1)), dtype)
+                     * jnp.exp(0.1 * array(next(draws))))
             self.heads.append((array(w), array(np.zeros(K * n_s)),
                                array(np.ones((K * n_s, n_nuc))), array(sigma)))
 
