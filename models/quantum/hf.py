@@ -277,7 +277,12 @@ class HartreeFock:
 @functools.lru_cache(maxsize=32)
 def _hartree_fock(system: Molecule, basis: str, x64: bool) -> HartreeFock:
     mol, up, down, energy = _scf(system, basis)
-    return HartreeFock(system, basis, GaussianBasis.from_pyscf(mol), up, down, energy)
+    # concrete arrays even when called under a trace (a saved Result rebuilds its
+    # wavefunction inside ``equinox.filter_eval_shape``): a cached tracer would poison
+    # every later call for this system
+    with jax.ensure_compile_time_eval():
+        basis_fn = GaussianBasis.from_pyscf(mol)
+    return HartreeFock(system, basis, basis_fn, up, down, energy)
 
 
 def hartree_fock(system: Molecule, basis: str = "cc-pvdz") -> HartreeFock:

@@ -24,7 +24,9 @@ energies (exact Laplacian, :mod:`.hamiltonian`), local energies clipped at 5 mea
 absolute deviations from their median for the gradient only (FermiNet's default), the
 flow's gradient g, the natural-gradient direction (S + λ)⁻¹ g (dense, in parameter or
 walker space, whichever is smaller: an SR solve that fits a CPU), a norm constraint
-η² δᵀSδ ≤ ``max_norm`` (as KFAC's in FermiNet), and the update by an optax
+η² δᵀSδ ≤ ``max_norm`` (the idea of FermiNet's KFAC norm constraint; note that here S
+and g are of log q = 2 log|ψ|, so S is 4× and g 2× FermiNet's, and λ, ``max_norm`` and
+η are not on its scale), and the update by an optax
 transformation (SGD with η_t = η/(1 + t/decay) by default). After training the walkers
 keep sampling with the final wavefunction, and the energy is the mean of the local
 energies with a blocked (Flyvbjerg–Petersen) error bar.
@@ -119,9 +121,10 @@ def blocking(series, min_blocks: int = 16) -> tuple[float, float, str]:
     The series is halved by averaging neighbours until fewer than ``min_blocks`` blocks
     remain; the standard error of the mean at each level grows while blocks are still
     correlated and levels off once they are not, so the largest over the levels is
-    taken (conservative). The third value is a warning: non-empty when the last two
-    levels still differ by more than their own uncertainty (no plateau: the series is
-    too short for its correlation time).
+    taken (conservative). The third value is a warning: non-empty when there are fewer
+    than three levels, or when the coarsest level's error still exceeds the one two
+    levels finer by more than three times its own uncertainty (no plateau: the series
+    is too short for its correlation time).
     """
     x = np.asarray(series, np.float64)
     x = x[np.isfinite(x)]
@@ -134,8 +137,8 @@ def blocking(series, min_blocks: int = 16) -> tuple[float, float, str]:
         x = 0.5 * (x[0:m:2] + x[1:m:2])
     mean = float(np.mean(np.asarray(series, np.float64)[np.isfinite(series)]))
     if not ses:
-        return mean, float(np.std(series, ddof=1) / math.sqrt(len(series))), \
-            f"only {len(series)} values: too few to block"
+        return mean, float(np.std(x, ddof=1) / math.sqrt(x.size)), \
+            f"only {x.size} values: too few to block"
     se = float(max(ses))
     warn = ""
     if len(ses) < 3:
@@ -331,6 +334,7 @@ class VMC(Engine):
         n = jnp.maximum(jnp.sum(ok), 1)
         mean = jnp.sum(jnp.where(ok, e, 0.0)) / n
         var = jnp.sum(jnp.where(ok, (e - mean) ** 2, 0.0)) / n
+        mean = jnp.where(jnp.any(ok), mean, jnp.nan)
         x = _reset(x, ok)
         return state._replace(walkers=x), {"energy": mean, "variance": var,
                                            "acceptance": acc,
@@ -352,14 +356,17 @@ class VMC(Engine):
             e = jax.vmap(lambda y: local_energy(wf, system, y))(x)
             ge = None
             ok = jnp.isfinite(e)
+        # per-walker ∇_θ log q = 2 ∇_θ log|ψ|; a walker whose gradient is not finite
+        # (a near-singular determinant) is dropped like one whose energy is not
+        grads = jax.vmap(jax.grad(logpsi), in_axes=(None, 0))(theta, x) * 2.0
+        ok = ok & jnp.all(jnp.isfinite(grads), axis=1)
+        grads = jnp.where(ok[:, None], grads, 0.0)
         n_ok = jnp.sum(ok)
         w = ok / jnp.maximum(n_ok, 1)
         e0 = jnp.where(ok, e, 0.0)
-        mean = jnp.sum(w * e0)
-        var = jnp.sum(w * (e0 - mean) ** 2)
-        # per-walker ∇_θ log q = 2 ∇_θ log|ψ|
-        grads = jax.vmap(jax.grad(logpsi), in_axes=(None, 0))(theta, x) * 2.0
-        grads = jnp.where(ok[:, None], grads, 0.0)
+        mean = jnp.where(n_ok > 0, jnp.sum(w * e0), jnp.nan)
+        var = jnp.sum(w * (e0 - jnp.where(n_ok > 0, mean, 0.0)) ** 2)
+        median = jnp.nanmedian(jnp.where(ok, e, jnp.nan))
         centred = grads - jnp.sum(w[:, None] * grads, axis=0)
         g = jnp.zeros_like(theta)
         if self.flow in ("fisher-rao", "wfr"):
@@ -372,14 +379,15 @@ class VMC(Engine):
             score = jax.vmap(jax.grad(wf))(x) * 2.0
             norm = jnp.where(ok, jnp.sqrt(jnp.sum(score ** 2, axis=(1, 2))), jnp.nan)
             med = jnp.nanmedian(norm)
-            keep = ok & (norm < med + 5.0 * jnp.nanmean(jnp.abs(norm - med)))
+            keep = ok & (norm <= med + 5.0 * jnp.nanmean(jnp.abs(norm - med)))
             wk = keep / jnp.maximum(jnp.sum(keep), 1)
             force = jnp.where(keep[:, None, None], jnp.tanh(jnp.where(ok[:, None, None], ge,
                                                                      0.0)), 0.0)
             weight = 1.0 if self.flow == "wasserstein" else self.wasserstein_weight
+            x_safe = _reset(x, keep)          # no NaN at dropped walkers, even times zero
 
             def wloss(th):
-                gx = jax.vmap(jax.grad(lambda y: logpsi(th, y)))(x) * 2.0
+                gx = jax.vmap(jax.grad(lambda y: logpsi(th, y)))(x_safe) * 2.0
                 return jnp.sum(wk * jnp.sum(force * gx, axis=(1, 2)))
 
             g = g + weight * jax.grad(wloss)(theta)
@@ -397,22 +405,26 @@ class VMC(Engine):
         updates, opt_state = self.make_optimizer().update(unravel(d), state.opt_state,
                                                           state.params)
         params = optax.apply_updates(state.params, updates)
-        # explosion and NaN checks
+        # explosion and NaN checks. The explosion test compares the median local energy
+        # with the lowest median so far: a mean would let one walker near a node (E_loc
+        # of −500 Ha among 256) lower the record for good and stop a healthy run later.
         running = state.failed_at < 0
-        finite = jnp.isfinite(mean) & (n_ok > 0) & jnp.all(jnp.isfinite(d))
-        exploded = finite & (mean > state.best + self.max_energy_rise)
-        go = running & finite & ~exploded
+        sampled = (n_ok > 0) & jnp.isfinite(mean)          # these parameters' energy is fine
+        exploded = sampled & (median > state.best + self.max_energy_rise)
+        go = running & sampled & ~exploded & jnp.all(jnp.isfinite(d))
         pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(go, u, v), a, b)
-        back = running & ~go
-        # on failure: the parameters before the update that led here
-        stay = jax.tree_util.tree_map(lambda p, q: jnp.where(back, q, p), state.params,
+        stop = running & ~go
+        # an explosion or a non-finite energy: back to the parameters before the update
+        # that led here; an update that failed on sound parameters: keep them
+        revert = stop & ~(sampled & ~exploded)
+        stay = jax.tree_util.tree_map(lambda p, q: jnp.where(revert, q, p), state.params,
                                       state.previous)
         new = VMCState(
             walkers=_reset(x, ok), params=pick(params, stay),
             opt_state=pick(opt_state, state.opt_state), step_size=s,
-            failed_at=jnp.where(back, i.astype(jnp.int32), state.failed_at),
-            diverged=jnp.where(back & exploded, True, state.diverged),
-            best=jnp.where(go, jnp.minimum(state.best, mean), state.best),
+            failed_at=jnp.where(stop, i.astype(jnp.int32), state.failed_at),
+            diverged=jnp.where(stop & exploded, True, state.diverged),
+            best=jnp.where(go, jnp.minimum(state.best, median), state.best),
             previous=pick(state.params, state.previous))
         info = {"energy": mean, "variance": var, "acceptance": acc,
                 "nan_walkers": bad + (self.num_walkers - n_ok), "step_size": s,
@@ -464,6 +476,10 @@ def _factory(engine, system):
                  **{k: v for k, v in (engine.ansatz_options or {}).items()
                     if k != "pretrain_steps"}})
     cls = type(engine.ansatz)
+    try:       # a module class that rebuilds without arguments can be saved and loaded
+        eqx.filter_eval_shape(cls)
+    except Exception:
+        return None, {}
     return f"{cls.__module__}:{cls.__qualname__}", {}
 
 
@@ -500,12 +516,13 @@ def _status(state, training, sampling) -> Status:
     if at >= 0:
         energies = training["energy"]
         if bool(np.asarray(state.diverged)):
-            return Status("diverged", f"training stopped at step {at}: the energy "
-                          f"{energies[at]:.6g} Ha rose more than max_energy_rise above the "
-                          f"best {float(np.asarray(state.best)):.6g} Ha; the parameters "
-                          "are those before the update that caused it")
+            return Status("diverged", f"training stopped at step {at}: the median local "
+                          f"energy rose more than max_energy_rise above the lowest so far "
+                          f"({float(np.asarray(state.best)):.6g} Ha; mean energy at that "
+                          f"step {energies[at]:.6g} Ha); the parameters are those before "
+                          "the update that caused it")
         return Status("nan", f"training stopped at step {at}: the energy or the update was "
-                      "not finite; the parameters are the last finite ones")
+                      "not finite; the parameters are the last ones whose energy was")
     bad_train = int(np.sum(training["nan_walkers"]))
     bad_sample = int(np.sum(sampling["nan_walkers"]))
     if bad_sample or bad_train:

@@ -173,3 +173,65 @@ def test_interrupted_training_resumes_to_the_same_parameters(tmp_path, interrupt
     resumed = eng.run(ho, jax.random.key(5), checkpoint=path)
     assert float(resumed.fitted.module.log_a) == float(whole.fitted.module.log_a)
     np.testing.assert_array_equal(resumed.trace["energy"], whole.trace["energy"])
+
+
+_SHARDED = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+from helmholtz.models.quantum import ansatz, systems, vmc
+r = vmc.VMC(ansatz=ansatz.Gaussian(0.6), num_walkers=64, num_steps=60, burn_in=10,
+            num_samples=20, learning_rate=0.1, max_norm=None).run(
+    systems.HarmonicOscillator(dim=3), jax.random.key(0))
+json.dump({"devices": jax.device_count(), "a": float(jax.numpy.exp(r.fitted.module.log_a)),
+           "e": r.free_energy.value, "e0": float(r.trace["energy"][0])}, sys.stdout)
+"""
+
+
+def test_walkers_shard_over_four_devices():
+    """The walker axis is the population the driver shards: on four (virtual CPU)
+    devices the oscillator trains to the same exact ground state as on one."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 4
+    assert got["e0"] > 1.55                      # started away from the ground state ...
+    # ... and reached it (measured: a = 1.0013 after 60 steps, E − 1.5 of order δa²)
+    assert abs(got["a"] - 1.0) < 1e-2 and abs(got["e"] - 1.5) < 1e-4
+
+
+@pytest.mark.parametrize("sampler", ["metropolis", "mala"])
+def test_walkers_sample_psi_squared(sampler):
+    """A fixed non-exact oscillator ansatz (a = 0.7): E(a) = (3/4)(a + 1/a) exactly; both
+    samplers' blocked estimate agrees within 4 standard errors, and the error bar is
+    honest (not absurdly wide)."""
+    a = 0.7
+    r = vmc.VMC(ansatz=ansatz.Gaussian(a), sampler=sampler, learning_rate=1e-12,
+                num_walkers=256, num_steps=1, burn_in=30, num_samples=400,
+                initial_step_size=0.5 if sampler == "metropolis" else 0.2).run(
+        systems.HarmonicOscillator(dim=3), jax.random.key(2))
+    exact = 0.75 * (a + 1 / a)
+    assert abs(r.free_energy.value - exact) < 4 * r.free_energy.se, (r.free_energy, exact)
+    assert r.free_energy.se < 2e-3
+    assert 0.3 < float(np.mean(r.stats["acceptance"])) < 0.8
+
+
+def test_sr_solves_in_parameter_and_walker_space_agree():
+    """(AᵀA + λI)⁻¹ g by Cholesky in parameter space and by Woodbury in walker space,
+    against a dense solve."""
+    k1, k2 = jax.random.split(jax.random.key(7))
+    for walkers, params in ((50, 20), (20, 50)):
+        a = jax.random.normal(k1, (walkers, params)) / np.sqrt(walkers)
+        g = jax.random.normal(k2, (params,))
+        dense = np.linalg.solve(np.asarray(a.T @ a) + 1e-3 * np.eye(params), np.asarray(g))
+        np.testing.assert_allclose(np.asarray(vmc._sr_solve(a, g, 1e-3)), dense,
+                                   rtol=1e-9, atol=1e-9)
