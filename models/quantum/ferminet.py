@@ -60,17 +60,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["FermiNet", "pretrain", "pretrain_loss", "initial_walkers", "electron_sites"]
+from .ansatz import safe_norm
+from .mcmc import init_walkers
 
-
-def _safe_norm(v):
-    """|v| over the last axis, exact, with zero derivatives (of every order) at v = 0.
-
-    The double ``where`` keeps the square root off zero, so neither its gradient there
-    (infinite) nor 0 × ∞ = NaN reaches the result."""
-    s = jnp.sum(v * v, axis=-1)
-    pos = s > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
+__all__ = ["FermiNet", "pretrain", "pretrain_loss"]
 
 
 def _slogdet(m):
@@ -92,45 +85,6 @@ def _shell(o: int) -> int:
         n += 1
         filled += n * n
     return n
-
-
-def electron_sites(system) -> np.ndarray:
-    """The nucleus each electron starts near (n_el,) ints: each nucleus gets about Z_I
-    electrons (the surplus or deficit of an ion taken from or given to the largest
-    charges), split between the spins alternately, the up electrons first."""
-    z = np.asarray(system.z, np.float64)
-    n_up, n_down = system.n_up, system.n_down
-    counts = np.round(z).astype(int)
-    order = np.argsort(-z, kind="stable")
-    i = 0
-    while counts.sum() > n_up + n_down:
-        j = order[i % len(z)]
-        if counts[j] > 0:
-            counts[j] -= 1
-        i += 1
-    i = 0
-    while counts.sum() < n_up + n_down:
-        counts[order[i % len(z)]] += 1
-        i += 1
-    up, down = [], []
-    for nucleus, c in enumerate(counts):
-        u = (c + 1) // 2 if len(up) <= len(down) else c // 2
-        up += [nucleus] * u
-        down += [nucleus] * (c - u)
-    while len(up) > n_up:
-        down.append(up.pop())
-    while len(up) < n_up:
-        up.append(down.pop())
-    return np.asarray(up + down, dtype=int)
-
-
-def initial_walkers(system, key, num_walkers: int, *, width: float = 1.0, dtype=None):
-    """Walkers (num_walkers, n_el, 3): each electron a Gaussian of standard deviation
-    ``width`` (bohr) around the nucleus :func:`electron_sites` gives it."""
-    sites = electron_sites(system)
-    centres = jnp.asarray(system.nuclei[sites], dtype or jnp.asarray(1.0).dtype)
-    noise = jax.random.normal(key, (num_walkers, *centres.shape), centres.dtype)
-    return centres + width * noise
 
 
 class FermiNet(eqx.Module):
@@ -209,9 +163,9 @@ class FermiNet(eqx.Module):
     def _features(self, x):
         nuc = jnp.asarray(self.system.nuclei, x.dtype)
         ae = x[:, None, :] - nuc[None]                      # (n, N, 3)
-        r_ae = _safe_norm(ae)                               # (n, N)
+        r_ae = safe_norm(ae)                               # (n, N)
         ee = x[:, None, :] - x[None, :, :]                  # (n, n, 3)
-        r_ee = _safe_norm(ee)                               # (n, n), 0 on the diagonal
+        r_ee = safe_norm(ee)                               # (n, n), 0 on the diagonal
         h = jnp.concatenate([ae, r_ae[..., None]], -1).reshape(x.shape[0], -1)
         g = jnp.concatenate([ee, r_ee[..., None]], -1)
         return h, g, r_ae
@@ -311,7 +265,7 @@ def pretrain(net: FermiNet, hf, key, *, num_steps: int = 1000, num_walkers: int 
     (anything with ``orbitals(r)``: r (..., 3) → (up (..., n_up), down (..., n_down)),
     e.g. :func:`helmholtz.models.quantum.hf.hartree_fock`) by least squares
     (:func:`pretrain_loss`), Adam at ``learning_rate``, ``num_steps`` steps each on
-    ``num_walkers`` fresh walkers from :func:`initial_walkers` (Gaussians of standard
+    ``num_walkers`` fresh walkers from :func:`.mcmc.init_walkers` (Gaussians of standard
     deviation ``width`` bohr around the nuclei). The steps run in one ``lax.scan``; the
     trained network is returned."""
     for name, v in (("num_steps", num_steps), ("num_walkers", num_walkers)):
@@ -326,7 +280,7 @@ def pretrain(net: FermiNet, hf, key, *, num_steps: int = 1000, num_walkers: int 
 
     def step(carry, k):
         p, opt_state = carry
-        x = initial_walkers(net.system, k, num_walkers, width=width, dtype=dtype)
+        x = init_walkers(k, net.system, num_walkers, dtype, width=width)
         value, grads = jax.value_and_grad(loss)(p, x)
         updates, opt_state = optimizer.update(grads, opt_state, p)
         return (optax.apply_updates(p, updates), opt_state), value

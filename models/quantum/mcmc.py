@@ -5,7 +5,8 @@ The kernels are blackjax's (``random_walk.build_additive_step`` and ``mala``); w
 written here is the population around them, which blackjax leaves to the user: every
 walker shares one step size, adjusted after each sweep by the acceptance measured over
 all walkers (FermiNet adjusts its proposal width the same way, towards ≈ 0.5), walkers
-start near the nuclei with electrons assigned to atoms by charge, and a walker whose
+start near the nuclei with electrons assigned to atoms by charge (also FermiNet's
+pretraining walkers), and a walker whose
 |ψ|² is not finite is moved onto a finite one and counted, not averaged.
 """
 
@@ -16,37 +17,52 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import mala, random_walk
 
-__all__ = ["init_walkers", "sweep", "SAMPLERS", "adapt_step_size"]
+__all__ = ["init_walkers", "electron_sites", "sweep", "SAMPLERS", "adapt_step_size"]
 
 SAMPLERS = ("metropolis", "mala")
 
 
-def _assignment(system) -> np.ndarray:
-    """Which nucleus each electron starts near: nuclei's slots (one per unit of charge)
-    taken in turn, spins alternating, so both spins spread over the atoms."""
-    z = np.rint(system.z).astype(int)
-    slots = np.concatenate([np.full(k, i) for i, k in enumerate(z)])
-    n = system.n_electrons
-    order = np.resize(slots, n)          # charged systems wrap round
-    up = order[0::2][: system.n_up]
-    down = order[1::2][: system.n_down]
-    if len(up) < system.n_up:            # more up than down electrons: the rest in turn
-        up = np.concatenate([up, np.resize(slots, system.n_up - len(up))])
-    if len(down) < system.n_down:
-        down = np.concatenate([down, np.resize(slots, system.n_down - len(down))])
-    return np.concatenate([up, down])
+def electron_sites(system) -> np.ndarray:
+    """The nucleus each electron starts near (n_el,) ints: each nucleus gets about Z_I
+    electrons (the surplus or deficit of an ion taken from or given to the largest
+    charges), split between the spins alternately, the up electrons first."""
+    z = np.asarray(system.z, np.float64)
+    n_up, n_down = system.n_up, system.n_down
+    counts = np.round(z).astype(int)
+    order = np.argsort(-z, kind="stable")
+    i = 0
+    while counts.sum() > n_up + n_down:
+        j = order[i % len(z)]
+        if counts[j] > 0:
+            counts[j] -= 1
+        i += 1
+    i = 0
+    while counts.sum() < n_up + n_down:
+        counts[order[i % len(z)]] += 1
+        i += 1
+    up, down = [], []
+    for nucleus, c in enumerate(counts):
+        u = (c + 1) // 2 if len(up) <= len(down) else c // 2
+        up += [nucleus] * u
+        down += [nucleus] * (c - u)
+    while len(up) > n_up:
+        down.append(up.pop())
+    while len(up) < n_up:
+        up.append(down.pop())
+    return np.asarray(up + down, dtype=int)
 
 
-def init_walkers(rng_key, system, num_walkers: int, dtype=None):
-    """Starting configurations (W, n_particles, dim): each electron Gaussian (1 bohr) about
-    its assigned nucleus; for a system without nuclei, standard normal."""
+def init_walkers(rng_key, system, num_walkers: int, dtype=None, *, width: float = 1.0):
+    """Walkers (num_walkers, n_el, 3): each electron a Gaussian of standard deviation
+    ``width`` (bohr) around the nucleus :func:`electron_sites` gives it (for a system
+    without nuclei, Gaussians about the origin)."""
     dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-    n = system.n_particles
-    noise = jax.random.normal(rng_key, (num_walkers, n, system.dim), dtype)
-    if not hasattr(system, "nuclei"):
-        return noise
-    centres = jnp.asarray(system.nuclei[_assignment(system)], dtype)
-    return centres[None] + noise
+    if not hasattr(system, "nuclei"):          # the oscillator: standard normal
+        return width * jax.random.normal(rng_key, (num_walkers, system.n_particles,
+                                                   system.dim), dtype)
+    centres = jnp.asarray(system.nuclei[electron_sites(system)], dtype)
+    noise = jax.random.normal(rng_key, (num_walkers, *centres.shape), centres.dtype)
+    return centres + width * noise
 
 
 def adapt_step_size(step_size, acceptance, target: float, rate: float = 0.5):

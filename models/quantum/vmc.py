@@ -451,9 +451,9 @@ class VMC(Engine):
             engine=self.name, model=system.name, samples={"electrons": np.asarray(
                 state.walkers)[None]},
             free_energy=fe, estimates={"energy": fe}, trace=trace,
-            stats={"energy": sampling["energy"], "variance": sampling["variance"],
-                   "acceptance": sampling["acceptance"],
-                   "nan_walkers": sampling["nan_walkers"]},
+            # per sampling sweep, as (chain, draw) = (1, sweep) like every engine's stats
+            stats={k: sampling[k][None] for k in ("energy", "variance", "acceptance",
+                                                  "nan_walkers")},
             compile_seconds=run.timer.compile_seconds, run_seconds=run.timer.run_seconds,
             exact_log_z=None,
             config={**{k: v for k, v in self.options().items()

@@ -5,13 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helmholtz.models.quantum.ferminet import (
-    FermiNet,
-    electron_sites,
-    initial_walkers,
-    pretrain,
-    pretrain_loss,
-)
+from helmholtz.models.quantum.ferminet import FermiNet, pretrain, pretrain_loss
+from helmholtz.models.quantum.mcmc import electron_sites, init_walkers
 from helmholtz.models.quantum.systems import molecule
 
 
@@ -49,7 +44,7 @@ def _swap(x, i, j):
 def test_antisymmetric_in_same_spin_electrons_only(x64, name):
     system = molecule(name)
     net = FermiNet(jax.random.PRNGKey(0), system)
-    x = initial_walkers(system, jax.random.PRNGKey(1), 16)
+    x = init_walkers(jax.random.PRNGKey(1), system, 16)
     assert x.dtype == jnp.float64
     sign_log = jax.jit(jax.vmap(net.sign_log))
     s0, l0 = sign_log(x)
@@ -69,7 +64,7 @@ def test_pretraining_fits_hartree_fock_orbitals():
     system = molecule("Li")
     hf, real = _hartree_fock(system)
     net = FermiNet(jax.random.PRNGKey(0), system)
-    x = initial_walkers(system, jax.random.PRNGKey(7), 1000)
+    x = init_walkers(jax.random.PRNGKey(7), system, 1000)
 
     def log_hf(xw):    # log|det| of the HF up and down orbitals at their electrons
         up, down = hf.orbitals(xw[:system.n_up])[0], hf.orbitals(xw[system.n_up:])[1]
