@@ -58,7 +58,7 @@ from helmholtz.errors import OptionError
 from helmholtz.result import FittedModule, FreeEnergy, Result, Status
 
 from .hamiltonian import local_energy
-from .mcmc import SAMPLERS, adapt_step_size, init_walkers, sweep
+from .mcmc import SAMPLERS, adapt_step_size, init_walkers, replace_bad, sweep
 
 __all__ = ["VMC", "FLOWS", "blocking", "run_vmc", "energy_summary", "build_ansatz"]
 
@@ -298,9 +298,6 @@ class VMC(Engine):
                         jnp.asarray(self.initial_step_size, dt), jnp.asarray(-1, jnp.int32),
                         jnp.asarray(False), jnp.asarray(jnp.inf, dt), params)
 
-    def loop_engine(self):
-        return self
-
     def phases(self, system):
         self._check_system(system)
         self.initial_wavefunction(system)   # built here, on the host, before any tracing
@@ -484,8 +481,6 @@ def _factory(engine, system):
 
 
 def _reset(x, ok):
-    from .mcmc import replace_bad
-
     return replace_bad(x, ~ok)
 
 
