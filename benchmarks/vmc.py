@@ -41,7 +41,7 @@ def run(name, flow, steps, walkers, ansatz, pretrain, seed):
             "walkers": walkers, "energy": s["energy"], "se": s["se"],
             "error_mHa": s["error_mHa"], "variance": s["variance"],
             "train_variance_last10pct": float(tail.mean()),
-            "s_per_step": r.run_seconds / (steps + 400), "wall_s": time.perf_counter() - t,
+            "s_per_step": r.run_seconds / (steps + 500), "wall_s": time.perf_counter() - t,
             "status": r.status.code}
 
 

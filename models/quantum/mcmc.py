@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import mala, random_walk
 
-__all__ = ["init_walkers", "electron_sites", "sweep", "SAMPLERS", "adapt_step_size"]
+__all__ = ["init_walkers", "electron_sites", "sweep", "SAMPLERS", "adapt_step_size",
+           "nuclear_scale"]
 
 SAMPLERS = ("metropolis", "mala")
 
@@ -70,18 +71,46 @@ def adapt_step_size(step_size, acceptance, target: float, rate: float = 0.5):
     return jnp.clip(step_size * jnp.exp(rate * (acceptance - target)), 1e-3, 10.0)
 
 
-def sweep(rng_key, log_psi, positions, step_size, num_steps: int, sampler: str = "metropolis"):
+def nuclear_scale(x, nuclei):
+    """Per-electron proposal scale (n_el, 1): the harmonic mean of the electron's distances
+    to the nuclei, N / Σ_I 1/|r − R_I| (FermiNet's ``scale_by_nuclear_distance``), so
+    that core electrons take small steps and valence and outlying ones large ones."""
+    d = jnp.sqrt(jnp.sum((x[:, None, :] - nuclei[None]) ** 2, axis=-1))
+    return (nuclei.shape[0] / jnp.sum(1.0 / jnp.maximum(d, 1e-12), axis=-1))[:, None]
+
+
+def sweep(rng_key, log_psi, positions, step_size, num_steps: int, sampler: str = "metropolis",
+          nuclei=None):
     """``num_steps`` moves of every walker on q = |ψ|² = exp(2 log|ψ|).
 
     Returns (positions, mean acceptance, number of walkers that were not finite and were
     moved onto a finite walker). ``step_size`` is the proposal's standard deviation per
-    coordinate (Metropolis) or MALA's step ε (x' = x + ε ∇log q + √(2ε) ξ).
+    coordinate (Metropolis) or MALA's step ε (x' = x + ε ∇log q + √(2ε) ξ). With
+    ``nuclei`` (N, 3), Metropolis scales each electron's proposal by
+    :func:`nuclear_scale` at the current position, and the Hastings ratio (blackjax's
+    ``rmh`` with the proposal's log density) corrects for the asymmetry.
     """
     logq = lambda x: 2.0 * log_psi(x)
     if sampler == "mala":
         kernel = mala.build_kernel()
         init = jax.vmap(lambda x: mala.init(x, logq))
         step = lambda k, s: kernel(k, s, logq, step_size)
+    elif nuclei is not None:
+        nuclei = jnp.asarray(nuclei, positions.dtype)
+        kernel = random_walk.build_rmh()
+
+        def move(k, x):
+            return x + step_size * nuclear_scale(x, nuclei) * jax.random.normal(k, x.shape,
+                                                                                 x.dtype)
+
+        def log_proposal(start, end):      # log q(end | start), up to a constant
+            width = step_size * nuclear_scale(start.position, nuclei)
+            return jnp.sum(-3.0 * jnp.log(width[:, 0])
+                           - jnp.sum((end.position - start.position) ** 2, axis=-1)
+                           / (2.0 * width[:, 0] ** 2))
+
+        init = jax.vmap(lambda x: random_walk.init(x, logq))
+        step = lambda k, s: kernel(k, s, logq, move, log_proposal)
     else:
         kernel = random_walk.build_additive_step()
 
