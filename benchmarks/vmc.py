@@ -11,6 +11,7 @@ VMC's at equal steps on their systems (PsiFormer, KFAC, 4096 walkers).
 Run: ``python benchmarks/vmc.py`` (the default table: FermiNet, 512 walkers, 300
 steps per flow and system, about 40 minutes on 2 cores); ``--systems He,H2``,
 ``--flows fisher-rao``, ``--steps``, ``--walkers``, ``--ansatz slater-jastrow``,
+``--scaled-moves`` (Metropolis widths scaled by the distance to the nuclei),
 ``--json FILE`` for rows.
 """
 
@@ -29,16 +30,17 @@ from _common import environment_lines, table  # noqa: E402
 from helmholtz.models.quantum import systems, vmc  # noqa: E402
 
 
-def run(name, flow, steps, walkers, ansatz, pretrain, seed):
+def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False):
     options = {"pretrain_steps": pretrain} if ansatz == "ferminet" else {}
     t = time.perf_counter()
     r = vmc.VMC(ansatz=ansatz, ansatz_options=options, flow=flow, num_walkers=walkers,
-                num_steps=steps, burn_in=100, num_samples=300).run(
+                num_steps=steps, burn_in=100, num_samples=300,
+                scale_by_nuclear_distance=scaled).run(
         systems.molecule(name), jax.random.key(seed))
     s = vmc.energy_summary(r)
     tail = r.trace["train_variance"][-max(1, steps // 10):]
     return {"system": name, "flow": flow, "ansatz": ansatz, "steps": steps,
-            "walkers": walkers, "energy": s["energy"], "se": s["se"],
+            "walkers": walkers, "scaled_moves": scaled, "energy": s["energy"], "se": s["se"],
             "error_mHa": s["error_mHa"], "variance": s["variance"],
             "train_variance_last10pct": float(tail.mean()),
             "s_per_step": r.run_seconds / (steps + 500), "wall_s": time.perf_counter() - t,
@@ -54,12 +56,15 @@ def main():
     p.add_argument("--ansatz", default="ferminet")
     p.add_argument("--pretrain", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scaled-moves", action="store_true",
+                   help="Metropolis widths scaled by the distance to the nuclei")
     p.add_argument("--json")
     a = p.parse_args()
     rows = []
     for name in a.systems.split(","):
         for flow in a.flows.split(","):
-            row = run(name, flow, a.steps, a.walkers, a.ansatz, a.pretrain, a.seed)
+            row = run(name, flow, a.steps, a.walkers, a.ansatz, a.pretrain, a.seed,
+                      a.scaled_moves)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.json:
