@@ -186,6 +186,8 @@ class VMC(Engine):
     ansatz: Any = "slater-jastrow"
     ansatz_options: Any = None
     flow: str = "fisher-rao"
+    # SR estimates its direction from the walkers: with 512 the LiH energy wandered by tens
+    # of mHa over 1500 steps, with 2048 it fell steadily (benchmarks/README.md, vmc.py)
     num_walkers: int = 1024
     num_steps: int = 1000
     burn_in: int = 100
