@@ -33,9 +33,11 @@ from helmholtz.models.quantum import systems, vmc  # noqa: E402
 def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False):
     options = {"pretrain_steps": pretrain} if ansatz == "ferminet" else {}
     t = time.perf_counter()
-    r = vmc.VMC(ansatz=ansatz, ansatz_options=options, flow=flow, num_walkers=walkers,
-                num_steps=steps, burn_in=100, num_samples=300,
-                scale_by_nuclear_distance=scaled).run(
+    engine = vmc.VMC(ansatz=ansatz, ansatz_options=options, flow=flow, num_walkers=walkers,
+                     num_steps=steps, burn_in=100, num_samples=300,
+                     scale_by_nuclear_distance=scaled)
+    sweeps = sum(p.num_steps for p in engine.phases(systems.molecule(name)))
+    r = engine.run(
         systems.molecule(name), jax.random.key(seed))
     s = vmc.energy_summary(r)
     tail = r.trace["train_variance"][-max(1, steps // 10):]
@@ -43,7 +45,7 @@ def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False):
             "walkers": walkers, "scaled_moves": scaled, "energy": s["energy"], "se": s["se"],
             "error_mHa": s["error_mHa"], "variance": s["variance"],
             "train_variance_last10pct": float(tail.mean()),
-            "s_per_step": r.run_seconds / (steps + 500), "wall_s": time.perf_counter() - t,
+            "s_per_step": r.run_seconds / sweeps, "wall_s": time.perf_counter() - t,
             "status": r.status.code}
 
 
