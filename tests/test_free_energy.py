@@ -99,10 +99,19 @@ def test_bar_between_two_gaussians_recovers_the_ratio_of_normalisers():
     assert isinstance(result, BARResult)
     assert abs(result.delta_f - exact) < 3 * result.se, (result.delta_f, exact, result.se)
     assert result.se < 0.15
-    # the one-sided Jarzynski estimates bracket ΔF (forward above, reverse below)
-    jarzynski_f = -(np.logaddexp.reduce(-result.forward_work) - np.log(200))
-    jarzynski_r = np.logaddexp.reduce(-result.reverse_work) - np.log(200)
-    assert jarzynski_r - 0.2 < exact < jarzynski_f + 0.2
+    # the one-sided Jarzynski estimates bracket ΔF in expectation (forward above, reverse
+    # below), each within its own error bar: log mean exp(−W) has the delta-method se
+    # sd(e^−W) / (√n mean(e^−W)). Over keys 0–11 on both stacks the worst was 2.2 se; a
+    # fixed 0.2 slack failed on CI's machine (reverse 0.51 above ΔF, its se 0.43).
+    def jarzynski(work):
+        e = np.exp(-(work - work.min()))
+        return -(np.log(e.mean()) - work.min()), e.std() / (np.sqrt(e.size) * e.mean())
+
+    jarzynski_f, se_f = jarzynski(result.forward_work)
+    minus_r, se_r = jarzynski(result.reverse_work)
+    jarzynski_r = -minus_r
+    assert jarzynski_r - 3 * se_r < exact < jarzynski_f + 3 * se_f, (jarzynski_r, se_r,
+                                                                      jarzynski_f, se_f)
     assert result.overlap == pytest.approx(
         bar_overlap(result.forward_work, result.reverse_work, result.delta_f))
     assert result.overlap > 0.5  # 50 steps between two close Gaussians

@@ -58,19 +58,37 @@ def test_other_guides_bound_log_z_from_above(guide, linear_gaussian):
     assert -log_z - 4 * r.free_energy.se < r.free_energy.value < -log_z + 2.0
 
 
-def test_guide_starts_at_init_values():
+@pytest.mark.parametrize("guide, init_scale", [("normal", None), ("mvn", 0.003)])
+def test_guide_starts_at_init_values(guide, init_scale):
     """One step at learning rate 1e-9: the guide is still its initial self, a normal of
-    scale 0.1 around the unconstrained init values (log s for the positive site)."""
+    scale ``init_scale`` (numpyro's 0.1 by default) around the unconstrained init values
+    (log s for the positive site)."""
     def model(y=None):
         s = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
         mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
         numpyro.sample("y", dist.Normal(mu, s), obs=y)
 
     target = helmholtz.Target.from_model(model, y=jnp.array([0.3, -0.2]))
-    r = helmholtz.infer(target, "svi", seed=0, num_steps=1, learning_rate=1e-9,
+    scale = {} if init_scale is None else {"init_scale": init_scale}
+    r = helmholtz.infer(target, "svi", seed=0, guide=guide, num_steps=1, learning_rate=1e-9,
                         num_samples=4000, num_elbo_samples=10,
-                        init_values={"s": 2.5, "mu": -7.0})
+                        init_values={"s": 2.5, "mu": -7.0}, **scale)
+    expected = init_scale or 0.1
     log_s, mu = np.log(r.samples["s"].ravel()), r.samples["mu"].ravel()
-    se = 0.1 / np.sqrt(log_s.size)
+    se = expected / np.sqrt(log_s.size)
     assert abs(log_s.mean() - np.log(2.5)) < 4 * se and abs(mu.mean() + 7.0) < 4 * se
-    assert 0.09 < log_s.std() < 0.11  # AutoNormal's init_scale
+    # the sd of 4000 normal draws is within 5% of the scale (its relative se is 1.1%)
+    for draws in (log_s, mu):
+        assert 0.95 * expected < draws.std() < 1.05 * expected
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"init_scale": 0.0}, "init_scale must be a positive number"),
+    ({"init_scale": float("nan")}, "init_scale must be a positive number"),
+    ({"init_scale": 0.01, "guide": "iaf"}, "'iaf' flow has none"),
+])
+def test_bad_init_scale_is_refused(options, message):
+    from helmholtz.errors import OptionError
+
+    with pytest.raises(OptionError, match=message):
+        helmholtz.infer("linear_gaussian", "svi", seed=0, num_steps=1, **options)

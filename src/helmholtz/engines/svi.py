@@ -45,16 +45,16 @@ def flat_model(target):
     numpyro.factor("log_density", target.log_density(z))
 
 
-def _guide(kind: str, rank, hidden, num_flows, init):
+def _guide(kind: str, rank, hidden, num_flows, init, init_scale=0.1):
     init_loc_fn = init_to_value(values={"z": init})
     if kind == "normal":
-        return autoguide.AutoNormal(flat_model, init_loc_fn=init_loc_fn, init_scale=0.1)
+        return autoguide.AutoNormal(flat_model, init_loc_fn=init_loc_fn, init_scale=init_scale)
     if kind == "mvn":
         return autoguide.AutoMultivariateNormal(flat_model, init_loc_fn=init_loc_fn,
-                                                init_scale=0.1)
+                                                init_scale=init_scale)
     if kind == "lowrank":
         return autoguide.AutoLowRankMultivariateNormal(flat_model, init_loc_fn=init_loc_fn,
-                                                       init_scale=0.1, rank=rank)
+                                                       init_scale=init_scale, rank=rank)
     if kind == "iaf":
         return autoguide.AutoIAFNormal(flat_model, init_loc_fn=init_loc_fn,
                                        num_flows=num_flows, hidden_dims=[hidden, hidden])
@@ -113,6 +113,11 @@ class SVI(Engine):
     init_strategy, init_values, init_jitter: where the guide's location starts
     (:mod:`helmholtz.initialize`); the sites in ``init_values`` ({site: constrained
     value}) start exactly there unless jittered.
+    init_scale: the normal guides' starting standard deviation in unconstrained space
+    (numpyro's default 0.1). Starting from a good guess on a posterior much narrower
+    than that, a smaller scale keeps the first noisy steps near the guess: on the lens
+    model of ``tests/models/lensing`` (posterior sds ~1e-3) the guide started at 0.1 left
+    the good mode for another in 2 of 4 seeds.
     """
 
     name = "svi"
@@ -135,6 +140,7 @@ class SVI(Engine):
     init_strategy: str = "uniform"
     init_values: Any = None
     init_jitter: float = 0.0
+    init_scale: float = 0.1
 
     def validate(self):
         if self.guide not in GUIDES:
@@ -153,6 +159,12 @@ class SVI(Engine):
                 f" got {type(self.optimizer).__name__}")
         if self.decay not in ("cosine", "constant"):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
+        if not (isinstance(self.init_scale, int | float) and 0 < self.init_scale < float("inf")):
+            raise OptionError(f"svi: init_scale must be a positive number, got {self.init_scale!r}")
+        if self.init_scale != 0.1 and self.guide in ("iaf", "bnaf"):
+            raise OptionError(f"svi: init_scale sets the normal guides' starting scale; the "
+                              f"{self.guide!r} flow has none (use guide='normal', 'mvn' or "
+                              f"'lowrank')")
         validate_init_options(self)
 
     def make_optimizer(self) -> optax.GradientTransformation:
@@ -167,7 +179,8 @@ class SVI(Engine):
     def make_guide(self, target, z0=None):
         """The autoguide over the flat vector (its location starts at ``z0``)."""
         z0 = jnp.zeros(target.dim) if z0 is None else z0
-        return _guide(self.guide, self.rank, self.hidden_dim, self.num_flows, z0)
+        return _guide(self.guide, self.rank, self.hidden_dim, self.num_flows, z0,
+                      self.init_scale)
 
     def constrain_params(self, guide, target, params) -> dict:
         sites = _param_sites(guide, target)
