@@ -12,6 +12,7 @@ Run: ``python benchmarks/vmc.py`` (the default table: FermiNet, 512 walkers, 300
 steps per flow and system, about 40 minutes on 2 cores); ``--systems He,H2``,
 ``--flows fisher-rao``, ``--steps``, ``--walkers``, ``--ansatz slater-jastrow``,
 ``--scaled-moves`` (Metropolis widths scaled by the distance to the nuclei),
+``--determinants``, ``--width`` (the FermiNet's size; 4 and 32 by default),
 ``--json FILE`` for rows.
 """
 
@@ -30,8 +31,8 @@ from _common import environment_lines, table  # noqa: E402
 from helmholtz.models.quantum import systems, vmc  # noqa: E402
 
 
-def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False):
-    options = {"pretrain_steps": pretrain} if ansatz == "ferminet" else {}
+def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False, net=None):
+    options = {"pretrain_steps": pretrain, **(net or {})} if ansatz == "ferminet" else {}
     t = time.perf_counter()
     engine = vmc.VMC(ansatz=ansatz, ansatz_options=options, flow=flow, num_walkers=walkers,
                      num_steps=steps, burn_in=100, num_samples=300,
@@ -42,7 +43,8 @@ def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False):
     s = vmc.energy_summary(r)
     tail = r.trace["train_variance"][-max(1, steps // 10):]
     return {"system": name, "flow": flow, "ansatz": ansatz, "steps": steps,
-            "walkers": walkers, "scaled_moves": scaled, "energy": s["energy"], "se": s["se"],
+            "walkers": walkers, "scaled_moves": scaled, **(net or {}),
+            "energy": s["energy"], "se": s["se"],
             "error_mHa": s["error_mHa"], "variance": s["variance"],
             "train_variance_last10pct": float(tail.mean()),
             "s_per_step": r.run_seconds / sweeps, "wall_s": time.perf_counter() - t,
@@ -60,13 +62,17 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scaled-moves", action="store_true",
                    help="Metropolis widths scaled by the distance to the nuclei")
+    p.add_argument("--determinants", type=int, help="FermiNet determinants (default 4)")
+    p.add_argument("--width", type=int, help="FermiNet one-electron stream width (default 32)")
     p.add_argument("--json")
     a = p.parse_args()
+    net = {k: v for k, v in (("determinants", a.determinants), ("width", a.width))
+           if v is not None}
     rows = []
     for name in a.systems.split(","):
         for flow in a.flows.split(","):
             row = run(name, flow, a.steps, a.walkers, a.ansatz, a.pretrain, a.seed,
-                      a.scaled_moves)
+                      a.scaled_moves, net)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.json:

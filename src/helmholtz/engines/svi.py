@@ -159,7 +159,8 @@ class SVI(Engine):
                 f" got {type(self.optimizer).__name__}")
         if self.decay not in ("cosine", "constant"):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
-        if not (isinstance(self.init_scale, int | float) and 0 < self.init_scale < float("inf")):
+        if isinstance(self.init_scale, bool) or not (
+                isinstance(self.init_scale, int | float) and 0 < self.init_scale < float("inf")):
             raise OptionError(f"svi: init_scale must be a positive number, got {self.init_scale!r}")
         if self.init_scale != 0.1 and self.guide in ("iaf", "bnaf"):
             raise OptionError(f"svi: init_scale sets the normal guides' starting scale; the "
