@@ -179,6 +179,9 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
             TRACE_COUNT["n"] += 1
             return fn(*_combine(dyn, static_part))
 
+        # named after what it runs, so JAX's compile logs and profiles say which program
+        flat.__name__ = flat.__qualname__ = getattr(fn, "__name__", "flat")
+
         t0 = time.perf_counter()
         exe = jax.jit(flat).lower(*dynamic).compile(options or None)
         if timer is not None:
