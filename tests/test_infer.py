@@ -141,14 +141,15 @@ def test_population_engines_shard_over_devices(one_and_four_devices):
     devices (XLA partitions the population step): the same start, but XLA compiles the
     per-particle arithmetic of a batch of 100 and of 400 differently in the last bits
     (measured: 3e-6 after three HMC steps), accept/reject decisions amplify that, so
-    its promise is agreement within the Monte Carlo error, checked here: the two runs are
-    independent draws of the same 400 endpoints, so their means differ by a normal with sd
-    √2·σ/√400 per coordinate, and 4 such sds bound it."""
+    its promise is agreement within the Monte Carlo error, checked here. Once decisions
+    differ the two runs are independent, so their log Z differ by at most 4 combined se
+    (2 would fail one run in 20 by chance), and the means of their 400 endpoints by 4 sds
+    of a difference of two means, √2·σ/√400 per coordinate."""
     one, four = one_and_four_devices
     assert four["smc_log_z"] == one["smc_log_z"]
     np.testing.assert_array_equal(np.array(four["smc_w"]), np.array(one["smc_w"]))
     delta = abs(four["ais_log_z"] - one["ais_log_z"])
-    assert delta < 2 * np.hypot(four["ais_se"], one["ais_se"]), (delta, one["ais_se"])
+    assert delta < 4 * np.hypot(four["ais_se"], one["ais_se"]), (delta, one["ais_se"])
     w1, w4 = np.array(one["ais_w"]).reshape(-1, 3), np.array(four["ais_w"]).reshape(-1, 3)
     sd_of_difference = np.sqrt(2) * w1.std(0) / np.sqrt(len(w1))
     np.testing.assert_array_less(np.abs(w1.mean(0) - w4.mean(0)), 4 * sd_of_difference)
