@@ -37,9 +37,9 @@ def run(name, flow, steps, walkers, ansatz, pretrain, seed, scaled=False, net=No
     engine = vmc.VMC(ansatz=ansatz, ansatz_options=options, flow=flow, num_walkers=walkers,
                      num_steps=steps, burn_in=100, num_samples=300,
                      scale_by_nuclear_distance=scaled)
-    sweeps = sum(p.num_steps for p in engine.phases(systems.molecule(name)))
-    r = engine.run(
-        systems.molecule(name), jax.random.key(seed))
+    system = systems.molecule(name)
+    sweeps = sum(p.num_steps for p in engine.phases(system))
+    r = engine.run(system, jax.random.key(seed))
     s = vmc.energy_summary(r)
     tail = r.trace["train_variance"][-max(1, steps // 10):]
     return {"system": name, "flow": flow, "ansatz": ansatz, "steps": steps,

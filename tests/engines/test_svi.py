@@ -83,9 +83,9 @@ def test_guide_starts_at_init_values(guide, init_scale):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"init_scale": 0.0}, "init_scale must be a positive number"),
-    ({"init_scale": float("nan")}, "init_scale must be a positive number"),
-    ({"init_scale": True}, "init_scale must be a positive number"),
+    ({"init_scale": 0.0}, "option init_scale must be a finite number positive"),
+    ({"init_scale": float("nan")}, "option init_scale must be a finite number positive"),
+    ({"init_scale": True}, "option init_scale must be a finite number positive"),
     ({"init_scale": 0.01, "guide": "iaf"}, "'iaf' flow has none"),
 ])
 def test_bad_init_scale_is_refused(options, message):

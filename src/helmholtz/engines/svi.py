@@ -25,7 +25,7 @@ from numpyro.infer import Trace_ELBO, autoguide, init_to_value
 from helmholtz.driver import compiled
 from helmholtz.engines._assemble import assemble, status_of
 from helmholtz.engines.annealing import log_mean_exp_se
-from helmholtz.engines.base import Engine, Phase, _positive_int, register
+from helmholtz.engines.base import Engine, Phase, _positive_int, _positive_number, register
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
@@ -38,6 +38,9 @@ from helmholtz.training import init_training, training_phase, training_status
 __all__ = ["SVI", "GUIDES", "flat_model", "FittedGuide"]
 
 
+NUMPYRO_INIT_SCALE = 0.1  # the normal autoguides' default starting scale
+
+
 def flat_model(target):
     """The Target as a one-site numpyro model: ∫ exp(log_density(z)) dz = Z."""
     z = numpyro.sample(
@@ -45,7 +48,7 @@ def flat_model(target):
     numpyro.factor("log_density", target.log_density(z))
 
 
-def _guide(kind: str, rank, hidden, num_flows, init, init_scale=0.1):
+def _guide(kind: str, rank, hidden, num_flows, init, init_scale):
     init_loc_fn = init_to_value(values={"z": init})
     if kind == "normal":
         return autoguide.AutoNormal(flat_model, init_loc_fn=init_loc_fn, init_scale=init_scale)
@@ -140,7 +143,7 @@ class SVI(Engine):
     init_strategy: str = "uniform"
     init_values: Any = None
     init_jitter: float = 0.0
-    init_scale: float = 0.1
+    init_scale: float = NUMPYRO_INIT_SCALE
 
     def validate(self):
         if self.guide not in GUIDES:
@@ -159,10 +162,8 @@ class SVI(Engine):
                 f" got {type(self.optimizer).__name__}")
         if self.decay not in ("cosine", "constant"):
             raise OptionError(f"svi: decay must be 'cosine' or 'constant', got {self.decay!r}")
-        if isinstance(self.init_scale, bool) or not (
-                isinstance(self.init_scale, int | float) and 0 < self.init_scale < float("inf")):
-            raise OptionError(f"svi: init_scale must be a positive number, got {self.init_scale!r}")
-        if self.init_scale != 0.1 and self.guide in ("iaf", "bnaf"):
+        _positive_number(self, "init_scale")
+        if self.init_scale != NUMPYRO_INIT_SCALE and self.guide in ("iaf", "bnaf"):
             raise OptionError(f"svi: init_scale sets the normal guides' starting scale; the "
                               f"{self.guide!r} flow has none (use guide='normal', 'mvn' or "
                               f"'lowrank')")
