@@ -118,3 +118,27 @@ def test_a_stale_checkpoint_is_refused_naming_the_difference(tmp_path, change, e
         ckpt.path, overwrite=True), **args)
     assert not np.array_equal(fresh.samples["mu"], first.samples["mu"])
     assert not ckpt.path.exists()
+
+
+@pytest.mark.parametrize("engine, options", [("nuts", SETTINGS),
+                                             ("svi", dict(num_steps=200, num_samples=50))])
+def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engine, options):
+    """The programs of a run's phases, compiled side by side on worker threads before the
+    first phase runs (``driver.compile_ahead``), give the same draws bit for bit as
+    programs compiled one by one as the run reaches them; and each program compiled ahead
+    is the one the run then calls (NUTS: the chains' start states, foreseen before the
+    start is found, then warmup, its finish and sampling; SVI: training and the final
+    ELBO). Kept last in this module: it empties the cache."""
+    driver.clear_cache()
+    monkeypatch.setenv("HELMHOLTZ_COMPILE_AHEAD", "0")
+    before = dict(driver.AHEAD)
+    plain = helmholtz.infer("linear_gaussian", engine, seed=9, **options)
+    assert driver.AHEAD == before
+    driver.clear_cache()
+    monkeypatch.delenv("HELMHOLTZ_COMPILE_AHEAD")
+    ahead = helmholtz.infer("linear_gaussian", engine, seed=9, **options)
+    done = {k: driver.AHEAD[k] - before[k] for k in before}
+    programs = {"nuts": 4, "svi": 2}[engine]
+    assert done == {"submitted": programs, "used": programs, "discarded": 0}
+    np.testing.assert_array_equal(plain.samples["w"], ahead.samples["w"])
+    assert ahead.compile_seconds > 0

@@ -508,3 +508,22 @@ def test_simulate_passes_the_exact_sample_to_the_constructor():
     assert not any(leaf is z_true for leaf in jax.tree_util.tree_leaves(sim))
     assert jax.tree_util.tree_map(lambda x: x, sim).exact_sample is None
     assert sim.with_params({}).exact_sample is None
+
+
+def test_observed_data_are_the_data_and_a_computed_observation_is_traced():
+    """Data given to the model come back as they are (read from an abstract trace); an
+    observed value the model computes from a latent draw is what an eager trace of the
+    model (key 0, as before) gives it, not a placeholder."""
+    def model(x, y):
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        numpyro.sample("y", dist.Normal(x, s), obs=y)
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.sample("w", dist.Normal(0.0, 1.0), obs=2.0 * z + 1.0)
+
+    x = np.linspace(0.0, 1.0, 5)
+    y = x**2 - 0.3
+    observed = Target.from_model(model, x, y).observed_data()
+    np.testing.assert_array_equal(observed["y"], jnp.asarray(y))  # float32 unless x64
+    eager = numpyro.handlers.trace(numpyro.handlers.seed(model, jax.random.key(0))).get_trace(x, y)
+    assert observed["w"] == pytest.approx(float(eager["w"]["value"]))
+    assert observed["w"] != 1.0  # the latent draw is in it

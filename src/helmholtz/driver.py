@@ -19,9 +19,11 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import equinox as eqx
@@ -44,6 +46,9 @@ refuses a process more than ``vm.max_map_count`` (65 530 by default) of them; an
 unbounded cache in a long session (the test suite compiles thousands of programs)
 ended in a segmentation fault inside XLA's compiler once that limit was reached."""
 TRACE_COUNT = {"n": 0}  # incremented once per trace of a driver function (tests read it)
+AHEAD = {"submitted": 0, "used": 0, "discarded": 0}
+"""Programs compiled ahead (:func:`compile_ahead`), how many a run then called, and how
+many were dropped because the run's arguments differed from the ones foreseen."""
 
 
 def clear_cache():
@@ -131,7 +136,7 @@ def _static_leaf(x):
 def _partition(args):
     """Array leaves (the inputs of the compiled function) and the static rest."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    mask = tuple(eqx.is_array(x) for x in leaves)
+    mask = tuple(eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
     dynamic = [x for x, m in zip(leaves, mask, strict=True) if m]
     static = tuple(None if m else _static_leaf(x) for x, m in zip(leaves, mask, strict=True))
     return dynamic, (treedef, mask, static)
@@ -149,11 +154,68 @@ class Compiled:
     """An executable compiled for one static part of its arguments; call it with
     arguments of the same structure (their array leaves are its inputs)."""
 
-    def __init__(self, exe):
+    def __init__(self, exe, out_info=None):
         self._exe = exe
+        self.out_info = out_info  # the outputs' shapes and dtypes, weak types included
 
     def __call__(self, *args):
         return self._exe(*_partition(args)[0])
+
+
+class _Ahead:
+    """A program being compiled on a worker thread (see :func:`compile_ahead`)."""
+
+    def __init__(self, future, out_info, weak):
+        self.future, self.out_info, self.weak = future, out_info, weak
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="helmholtz-compile")
+    return _POOL
+
+
+def _weak(dynamic) -> tuple[bool, ...]:
+    return tuple(bool(getattr(x, "weak_type", False)) for x in dynamic)
+
+
+def _cache_key(fn, args, key):
+    dynamic, static_part = _partition(args)
+    avals = tuple((tuple(np.shape(x)), str(x.dtype), getattr(x, "sharding", None))
+                  for x in dynamic)
+    options = cpu_compiler_options()
+    full_key = (fn if key is None else key, static_part, avals, jax.device_count(),
+                tuple(sorted(options.items())))
+    return full_key, dynamic, static_part, options
+
+
+def _trace(fn, dynamic, static_part):
+    def flat(*dyn):
+        TRACE_COUNT["n"] += 1
+        return fn(*_combine(dyn, static_part))
+
+    # named after what it runs, so JAX's compile logs and profiles say which program
+    flat.__name__ = flat.__qualname__ = getattr(fn, "__name__", "flat")
+    return jax.jit(flat).trace(*dynamic)
+
+
+def _compile(lowered, options):
+    t0 = time.perf_counter()
+    exe = lowered.compile(options or None)
+    return exe, time.perf_counter() - t0
+
+
+def _store(full_key, entry):
+    _CACHE[full_key] = entry
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return entry
 
 
 def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compiled:
@@ -165,31 +227,50 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     compiler options. Array leaves (data, network weights, states) are inputs, so new
     values never recompile. The compile time is added to ``timer``.
     """
-    dynamic, static_part = _partition(args)
-    avals = tuple((tuple(np.shape(x)), str(x.dtype), getattr(x, "sharding", None))
-                  for x in dynamic)
-    options = cpu_compiler_options()
-    full_key = (fn if key is None else key, static_part, avals, jax.device_count(),
-                tuple(sorted(options.items())))
+    full_key, dynamic, static_part, options = _cache_key(fn, args, key)
+    hit = _CACHE.get(full_key)
+    if isinstance(hit, _Ahead):  # compiled on a worker thread: wait for it
+        exe, seconds = hit.future.result()
+        if hit.weak == _weak(dynamic):
+            AHEAD["used"] += 1
+            if timer is not None:
+                timer.compile_seconds += seconds
+            return _store(full_key, Compiled(exe, hit.out_info))
+        AHEAD["discarded"] += 1  # traced for other weak types than these arguments have
+        hit = None
+    if hit is not None:
+        _CACHE.move_to_end(full_key)
+        return hit
+    traced = _trace(fn, dynamic, static_part)
+    exe, seconds = _compile(traced.lower(), options)
+    if timer is not None:
+        timer.compile_seconds += seconds
+    return _store(full_key, Compiled(exe, traced.out_info))
+
+
+def compile_ahead(fn: Callable, *args, key=None):
+    """Trace ``fn(*args)`` now and compile it on a worker thread; returns the shapes and
+    dtypes of its outputs (``jax.ShapeDtypeStruct`` leaves), so that the program after it
+    can be traced too before either has compiled. Array leaves of ``args`` may be
+    ``jax.ShapeDtypeStruct`` (with the sharding the real arguments will have).
+
+    Why: XLA:CPU compiles one program on one core, and a NUTS run's warmup and sampling
+    programs took 3 s each of a 6.6 s first call (benchmarks/README, issue 9); compiled
+    side by side on two cores, the second costs no wall time. :func:`compiled` then
+    waits for the worker's result. The numbers are the same as a program compiled on
+    the calling thread: it is the same lowered module and the same options.
+    """
+    full_key, dynamic, static_part, options = _cache_key(fn, args, key)
     hit = _CACHE.get(full_key)
     if hit is not None:
         _CACHE.move_to_end(full_key)
-    else:
-        def flat(*dyn):
-            TRACE_COUNT["n"] += 1
-            return fn(*_combine(dyn, static_part))
-
-        # named after what it runs, so JAX's compile logs and profiles say which program
-        flat.__name__ = flat.__qualname__ = getattr(fn, "__name__", "flat")
-
-        t0 = time.perf_counter()
-        exe = jax.jit(flat).lower(*dynamic).compile(options or None)
-        if timer is not None:
-            timer.compile_seconds += time.perf_counter() - t0
-        hit = _CACHE[full_key] = Compiled(exe)
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return hit
+        return hit.out_info
+    traced = _trace(fn, dynamic, static_part)
+    lowered = traced.lower()
+    AHEAD["submitted"] += 1
+    _store(full_key, _Ahead(_pool().submit(_compile, lowered, options), traced.out_info,
+                            _weak(dynamic)))
+    return traced.out_info
 
 
 class Run:
@@ -199,6 +280,22 @@ class Run:
         self.timer = Timer()
         self.progress_bar = progress_bar
         self.checkpoint = checkpoint
+        self.ahead = None  # run_engine's: compiles the phases' programs from a start state
+
+    def compile_ahead(self, state):
+        """Compile the phases' programs ahead (:func:`_compile_phases_ahead`) from the
+        start ``state`` or its shapes; once per run, and only where the driver can."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead(state)
+
+    def start_ahead(self, fn: Callable, *args, key=None):
+        """For an engine's ``start`` whose last program is ``fn(*args)``: compile it ahead
+        with ``args``' array leaves as shapes (``jax.ShapeDtypeStruct`` leaves allowed),
+        and the phases' programs from its output shapes, before the start's first program
+        runs, so that the start's other compiles overlap theirs."""
+        if self.ahead is not None and _ahead_possible():
+            self.compile_ahead(single_device_shapes(compile_ahead(fn, *args, key=key)))
 
     def call(self, fn, *args, key=None):
         """``fn(*args)``, compiled once (see :func:`compiled`), timed."""
@@ -453,9 +550,7 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     chunk.
     """
     n = phase.num_steps
-    xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
-    xs = jax.tree_util.tree_map(jnp.asarray, jnp.arange(n, dtype=jnp.int32) if xs is None
-                                else xs)
+    xs = _inputs(phase, infos)
     group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
     chunk_fn, place, keys = _layout(engine, phase, state, rng_key, group)
     sharded = chunk_fn is not _chunk
@@ -468,14 +563,12 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     try:
         while done < n:
             state = place(state)
-            rows = (jnp.int32(size) if phase.until is not None else
-                    jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
-            args = (engine, static, target, state, keys, jnp.int32(done), rows)
+            args = _chunk_args(engine, static, target, state, keys, done, size, xs)
             if _multiprocess() and group is None:  # the rest, whole on every device
                 mesh = _mesh_of(state)
                 if mesh is not None:
                     args = (*_replicated((engine, static, target), mesh), state, keys,
-                            *_replicated((jnp.int32(done), rows), mesh))
+                            *_replicated(args[5:], mesh))  # start, rows
             exe = (_grouped(args, group, run.timer) if group is not None else
                    compiled(chunk_fn, *args, key=("sharded-chunk",) if sharded else None,
                             timer=run.timer))
@@ -497,6 +590,69 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
         return state, None
     axis = 1 if phase.per_chain else 0
     return state, jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=axis), *chunks)
+
+
+def _inputs(phase, infos):
+    xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
+    # the step indices made in numpy: jnp.arange is a program to compile (0.1 s, cold)
+    return jax.tree_util.tree_map(
+        jnp.asarray, np.arange(phase.num_steps, dtype=np.int32) if xs is None else xs)
+
+
+def _chunk_args(engine, static, target, state, keys, done, size, xs):
+    """The arguments of the chunk program for steps ``done`` to ``done + size``."""
+    rows = (jnp.int32(size) if static.until is not None else
+            jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
+    return (engine, static, target, state, keys, jnp.int32(done), rows)
+
+
+def _ahead_possible() -> bool:
+    return (os.environ.get("HELMHOLTZ_COMPILE_AHEAD", "1") != "0"
+            and jax.device_count() == 1 and not _multiprocess())
+
+
+def single_device_shapes(tree):
+    """``jax.ShapeDtypeStruct`` leaves (weak types kept) placed on the one device: what
+    the outputs of a compiled program will be, for :func:`compile_ahead`."""
+    where = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type,
+                                       sharding=where), tree)
+
+
+def _compile_phases_ahead(engine, phases, target, state, keys, sizes):
+    """Trace every phase's chunk program (and its ``finish``) in order, each from the
+    output shapes of the one before, and compile them side by side on worker threads
+    (:func:`compile_ahead`) while the first phase runs.
+
+    Only where the programs' arguments can be foreseen: one device in one process, no
+    chain groups, inputs that do not depend on earlier phases' infos. It stops at the
+    first phase it cannot foresee; the driver compiles the rest as it comes to them.
+    ``HELMHOLTZ_COMPILE_AHEAD=0`` turns it off.
+    """
+    if not _ahead_possible():
+        return
+    if sum(1 for p in phases if p.num_steps) + sum(1 for p in phases if p.finish) < 2:
+        return  # one program: nothing to compile beside it
+    abstract = single_device_shapes
+    try:
+        for i, phase in enumerate(phases):
+            if callable(phase.inputs) or (phase.per_chain
+                                          and getattr(engine, "chain_group_size", None)):
+                return
+            static = _static_phase(phase)
+            if phase.num_steps:
+                chunk_fn, _, phase_keys = _layout(engine, phase, state, keys[i])
+                if chunk_fn is not _chunk:
+                    return
+                args = _chunk_args(engine, static, target, state, phase_keys, 0, sizes[i],
+                                   _inputs(phase, {}))
+                state = abstract(compile_ahead(_chunk, *args)[0])
+            if phase.finish is not None:
+                state = abstract(compile_ahead(_finish, engine, phase.finish,
+                                               phase.per_chain, state))
+    except Exception:  # noqa: BLE001 - only a head start: the run itself reports errors
+        return
 
 
 def _show(bar, done, phase, engine, state, info):
@@ -535,7 +691,11 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     if saved is not None and saved.phase > 0:
         state, infos = saved.state, saved.infos
     else:
+        if saved is None:
+            run.ahead = functools.partial(_compile_phases_ahead, looped, phases, target,
+                                          keys=keys[1:], sizes=sizes)
         state, infos = engine.start(keys[0], target, run), {}
+        run.compile_ahead(state)
     for i, phase in enumerate(phases):
         if saved is not None and i < saved.phase:
             continue

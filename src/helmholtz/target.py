@@ -608,9 +608,28 @@ class Target:
         return {k: log_probs[k] for k in self.observed_names}
 
     def observed_data(self) -> dict:
-        """Values of the observed sites (numpy arrays), for arviz's observed_data group."""
-        tr = self._trace(self._bound_model())
-        return {k: np.asarray(tr[k]["value"]) for k in self.observed_names}
+        """Values of the observed sites (numpy arrays), for arviz's observed_data group.
+
+        Read from an abstract trace (``jax.eval_shape``), in which data given to the
+        model come through as they are and the rest of the model is not run: an eager
+        trace compiled seven small programs (0.3 s of a cold first NUTS call on a
+        logistic regression). An observed value the model computes from its latent
+        draws is a tracer there, and then the model is traced eagerly as before."""
+        seen = {}
+
+        def read():
+            tr = self._trace(self._bound_model())
+            seen.update({k: tr[k]["value"] for k in self.observed_names})
+
+        try:
+            jax.eval_shape(read)
+        except Exception:  # noqa: BLE001 - the eager trace below reports the model's error
+            seen = {}
+        if len(seen) < len(self.observed_names) or any(
+                isinstance(v, jax.core.Tracer) for v in seen.values()):
+            tr = self._trace(self._bound_model())
+            seen = {k: tr[k]["value"] for k in self.observed_names}
+        return {k: np.asarray(v) for k, v in seen.items()}
 
     # ------------------------------------------------------------------ params θ
     def constrain_params(self, u_theta: dict) -> dict:

@@ -23,6 +23,7 @@ from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 
+from helmholtz.driver import single_device_shapes
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines.base import Engine, Phase, _in_range, _positive_int, register
 from helmholtz.errors import OptionError
@@ -189,8 +190,13 @@ class _GradientMCMC(Engine):
     # ---- the run, as phases the driver runs
     def start(self, rng_key, target, run):
         """Chains at valid points (``init_strategy``, ``init_values``), warmup state."""
+        engine = without_init_options(self)
+        # the chain states' shapes are known before the start is found: the warmup and
+        # sampling programs compile beside the program that finds it
+        run.start_ahead(_init_chains, engine, target, single_device_shapes(
+            jax.ShapeDtypeStruct((self.num_chains, target.dim), jnp.result_type(float))))
         z0 = engine_initial_positions(self, target, rng_key, self.num_chains, run.timer)
-        return run.call(_init_chains, without_init_options(self), target, z0)
+        return run.call(_init_chains, engine, target, z0)
 
     def loop_engine(self):
         return without_init_options(self)
@@ -200,9 +206,10 @@ class _GradientMCMC(Engine):
 
     def result(self, rng_key, target, state, infos, run) -> Result:
         info = dict(infos["sampling"])
-        grad_evals = int(np.sum(info["n_steps"]))
+        # summed in numpy: np.sum of a jax array calls its .sum(), a program to compile
+        grad_evals = int(np.asarray(info["n_steps"]).sum())
         if infos["warmup"] is not None:
-            grad_evals += int(np.sum(infos["warmup"]["n_steps"]))
+            grad_evals += int(np.asarray(infos["warmup"]["n_steps"]).sum())
         positions = info.pop("position")
         return assemble(self, target, positions, info, run, grad_evals,
                         FreeEnergy.none("MCMC gives no evidence; use ais, smc or ti"))
