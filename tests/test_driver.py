@@ -1,5 +1,7 @@
 """The driver: chunking does not change draws; an interrupted run resumes exactly."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,24 @@ def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engi
     assert done == {"submitted": programs, "used": programs, "discarded": 0}
     np.testing.assert_array_equal(plain.samples["w"], ahead.samples["w"])
     assert ahead.compile_seconds > 0
+
+
+def test_an_interrupted_run_leaves_no_compile_queued(interrupted):
+    """Ctrl-C in the start of a NUTS run, while its four programs wait for the two compile
+    workers (held busy here): they are dropped, none is compiled for a run that ended; and
+    the next run compiles what it lacks and gives the draws of an uninterrupted run."""
+    driver.clear_cache()
+    gate = threading.Event()
+    busy = [driver._pool().submit(gate.wait) for _ in range(2)]
+    before = driver.AHEAD["submitted"]
+    try:
+        interrupted(1, lambda: helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS))
+        assert driver.AHEAD["submitted"] - before == 4
+        assert not any(isinstance(v, driver._Ahead) for v in driver._CACHE.values())
+    finally:
+        gate.set()
+    assert all(f.result() for f in busy)
+    again = helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS)
+    driver.clear_cache()
+    fresh = helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS)
+    np.testing.assert_array_equal(again.samples["w"], fresh.samples["w"])

@@ -229,8 +229,15 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     """
     full_key, dynamic, static_part, options = _cache_key(fn, args, key)
     hit = _CACHE.get(full_key)
+    if _failed(hit):
+        hit = None
     if isinstance(hit, _Ahead):  # compiled on a worker thread: wait for it
-        exe, seconds = hit.future.result()
+        try:
+            exe, seconds = hit.future.result()
+        except BaseException:
+            _CACHE.pop(full_key, None)  # a failed compile is not kept: the next call retries
+            raise
+        _CACHE.move_to_end(full_key)
         if hit.weak == _weak(dynamic):
             AHEAD["used"] += 1
             if timer is not None:
@@ -248,6 +255,19 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     return _store(full_key, Compiled(exe, traced.out_info))
 
 
+def _failed(hit) -> bool:
+    """A program compiled ahead whose worker was cancelled: compile it anew."""
+    return isinstance(hit, _Ahead) and hit.future.cancelled()
+
+
+def _cancel_ahead():
+    """Drop the programs still waiting for a worker (a run that raised or was
+    interrupted will not call them); the ones compiling finish."""
+    for k, v in list(_CACHE.items()):
+        if isinstance(v, _Ahead) and v.future.cancel():
+            del _CACHE[k]
+
+
 def compile_ahead(fn: Callable, *args, key=None):
     """Trace ``fn(*args)`` now and compile it on a worker thread; returns the shapes and
     dtypes of its outputs (``jax.ShapeDtypeStruct`` leaves), so that the program after it
@@ -262,7 +282,7 @@ def compile_ahead(fn: Callable, *args, key=None):
     """
     full_key, dynamic, static_part, options = _cache_key(fn, args, key)
     hit = _CACHE.get(full_key)
-    if hit is not None:
+    if hit is not None and not _failed(hit):
         _CACHE.move_to_end(full_key)
         return hit.out_info
     traced = _trace(fn, dynamic, static_part)
@@ -688,6 +708,15 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     sizes = _chunk_sizes(phases, bool(progress_bar or ckpt))
     keys = jax.random.split(rng_key, 1 + len(phases))
     saved = ckpt.open(engine, target, rng_key) if ckpt is not None else None
+    try:
+        return _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved)
+    except BaseException:
+        _cancel_ahead()  # an error or Ctrl-C: no worker keeps compiling for this run
+        raise
+
+
+def _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved):
+    ckpt = run.checkpoint
     if saved is not None and saved.phase > 0:
         state, infos = saved.state, saved.infos
     else:

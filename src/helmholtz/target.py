@@ -626,7 +626,7 @@ class Target:
         except Exception:  # noqa: BLE001 - the eager trace below reports the model's error
             seen = {}
         if len(seen) < len(self.observed_names) or any(
-                isinstance(v, jax.core.Tracer) for v in seen.values()):
+                isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(seen)):
             tr = self._trace(self._bound_model())
             seen = {k: tr[k]["value"] for k in self.observed_names}
         return {k: np.asarray(v) for k, v in seen.items()}
