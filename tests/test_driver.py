@@ -128,9 +128,9 @@ def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engi
     """The programs of a run's phases, compiled side by side on worker threads before the
     first phase runs (``driver.compile_ahead``), give the same draws bit for bit as
     programs compiled one by one as the run reaches them; and each program compiled ahead
-    is the one the run then calls (NUTS: the chains' start states, foreseen before the
-    start is found, then warmup, its finish and sampling; SVI: training and the final
-    ELBO). Kept last in this module: it empties the cache."""
+    is the one the run then calls (NUTS: the program that finds the start, the chains'
+    start states, foreseen before the start is found, then warmup, its finish and
+    sampling; SVI: training and the final ELBO). Kept last in this module: it empties the cache."""
     driver.clear_cache()
     monkeypatch.setenv("HELMHOLTZ_COMPILE_AHEAD", "0")
     before = dict(driver.AHEAD)
@@ -140,23 +140,31 @@ def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engi
     monkeypatch.delenv("HELMHOLTZ_COMPILE_AHEAD")
     ahead = helmholtz.infer("linear_gaussian", engine, seed=9, **options)
     done = {k: driver.AHEAD[k] - before[k] for k in before}
-    programs = {"nuts": 4, "svi": 2}[engine]
+    programs = {"nuts": 5, "svi": 2}[engine]
     assert done == {"submitted": programs, "used": programs, "discarded": 0}
     np.testing.assert_array_equal(plain.samples["w"], ahead.samples["w"])
     assert ahead.compile_seconds > 0
 
 
-def test_an_interrupted_run_leaves_no_compile_queued(interrupted):
-    """Ctrl-C in the start of a NUTS run, while its four programs wait for the two compile
+def test_an_interrupted_run_leaves_no_compile_queued(monkeypatch):
+    """Ctrl-C in the start of a NUTS run, while its five programs wait for the two compile
     workers (held busy here): they are dropped, none is compiled for a run that ended; and
     the next run compiles what it lacks and gives the draws of an uninterrupted run."""
+    from helmholtz.engines import mcmc
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
     driver.clear_cache()
     gate = threading.Event()
     busy = [driver._pool().submit(gate.wait) for _ in range(2)]
     before = driver.AHEAD["submitted"]
     try:
-        interrupted(1, lambda: helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS))
-        assert driver.AHEAD["submitted"] - before == 4
+        with monkeypatch.context() as m:
+            m.setattr(mcmc, "engine_initial_positions", interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS)
+        assert driver.AHEAD["submitted"] - before == 5
         assert not any(isinstance(v, driver._Ahead) for v in driver._CACHE.values())
     finally:
         gate.set()

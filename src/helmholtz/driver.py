@@ -211,6 +211,12 @@ def _compile(lowered, options):
     return exe, time.perf_counter() - t0
 
 
+def _lower_compile(traced, options):
+    t0 = time.perf_counter()
+    exe = traced.lower().compile(options or None)
+    return exe, time.perf_counter() - t0
+
+
 def _store(full_key, entry):
     _CACHE[full_key] = entry
     while len(_CACHE) > CACHE_SIZE:
@@ -286,9 +292,8 @@ def compile_ahead(fn: Callable, *args, key=None):
         _CACHE.move_to_end(full_key)
         return hit.out_info
     traced = _trace(fn, dynamic, static_part)
-    lowered = traced.lower()
     AHEAD["submitted"] += 1
-    _store(full_key, _Ahead(_pool().submit(_compile, lowered, options), traced.out_info,
+    _store(full_key, _Ahead(_pool().submit(_lower_compile, traced, options), traced.out_info,
                             _weak(dynamic)))
     return traced.out_info
 
@@ -314,8 +319,12 @@ class Run:
         with ``args``' array leaves as shapes (``jax.ShapeDtypeStruct`` leaves allowed),
         and the phases' programs from its output shapes, before the start's first program
         runs, so that the start's other compiles overlap theirs."""
-        if self.ahead is not None and _ahead_possible():
+        if self.can_compile_ahead():
             self.compile_ahead(single_device_shapes(compile_ahead(fn, *args, key=key)))
+
+    def can_compile_ahead(self) -> bool:
+        """Whether this run will compile its phases ahead (:meth:`start_ahead`)."""
+        return self.ahead is not None and _ahead_possible()
 
     def call(self, fn, *args, key=None):
         """``fn(*args)``, compiled once (see :func:`compiled`), timed."""

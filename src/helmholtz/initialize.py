@@ -39,7 +39,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
-from helmholtz.driver import Timer, compiled
+from helmholtz.driver import Timer, compile_ahead, compiled
 from helmholtz.errors import InitializationError, OptionError
 
 __all__ = ["initial_positions", "engine_initial_positions", "normalize_init_values",
@@ -174,6 +174,12 @@ def engine_initial_positions(engine, target, rng_key, num: int, timer: Timer | N
                              values=engine.init_values, jitter=engine.init_jitter)
 
 
+def engine_initial_positions_ahead(engine, target, rng_key, num: int):
+    """:func:`initial_positions_ahead` with an engine's ``init_*`` options."""
+    initial_positions_ahead(target, rng_key, num, engine.init_strategy,
+                            values=engine.init_values, jitter=engine.init_jitter)
+
+
 # ------------------------------------------------------------------------- the points
 def _flat_uniform(rng_key, shape, dtype=None, minval=0.0, maxval=1.0):
     """``jax.random.uniform(rng_key, shape, dtype, minval, maxval)``, drawn as a vector and
@@ -304,6 +310,25 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
         When every candidate of some point has a NaN or infinite log density or gradient;
         the message names the sites whose log density is not finite.
     """
+    fn, args, key, given = _init_program(target, rng_key, num, strategy, values, jitter)
+    exe = compiled(fn, *args, key=key, timer=timer)
+    z, found, in_support, finite_u = exe(*args) if timer is None else timer.run(exe, *args)
+    _check_found(target, z, given, strategy, found, in_support, finite_u)
+    return z
+
+
+def initial_positions_ahead(target, rng_key, num: int, strategy: str = "uniform", *,
+                            values=None, jitter: float = 0.0):
+    """Check the options of :func:`initial_positions` and compile its program on a
+    worker thread (``driver.compile_ahead``), first in the queue, so that a run can trace
+    its other programs meanwhile; :func:`initial_positions` then waits for it."""
+    fn, args, key, _ = _init_program(target, rng_key, num, strategy, values, jitter)
+    compile_ahead(fn, *args, key=key)
+
+
+def _init_program(target, rng_key, num, strategy, values, jitter):
+    """The checked options as the program that finds the points: ``(fn, args, cache
+    key, given values)``."""
     if strategy not in STRATEGIES:
         raise OptionError(f"init strategy must be one of {STRATEGIES}, got {strategy!r}")
     given = _given_values(target, values)
@@ -334,11 +359,7 @@ def initial_positions(target, rng_key, num: int, strategy: str = "uniform",
         return chosen, jnp.any(ok, axis=0), jnp.any(in_support, 0), jnp.any(finite_u, 0)
 
     jitter = jnp.asarray(jitter, jnp.result_type(float))
-    args = (target, rng_key, given, jitter)
-    exe = compiled(fn, *args, key=("init", num, strategy, names), timer=timer)
-    z, found, in_support, finite_u = exe(*args) if timer is None else timer.run(exe, *args)
-    _check_found(target, z, given, strategy, found, in_support, finite_u)
-    return z
+    return fn, (target, rng_key, given, jitter), ("init", num, strategy, names), given
 
 
 def _short(a) -> str:

@@ -29,6 +29,7 @@ from helmholtz.engines.base import Engine, Phase, _in_range, _positive_int, regi
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
+    engine_initial_positions_ahead,
     validate_init_options,
     without_init_options,
 )
@@ -191,10 +192,13 @@ class _GradientMCMC(Engine):
     def start(self, rng_key, target, run):
         """Chains at valid points (``init_strategy``, ``init_values``), warmup state."""
         engine = without_init_options(self)
-        # the chain states' shapes are known before the start is found: the warmup and
-        # sampling programs compile beside the program that finds it
-        run.start_ahead(_init_chains, engine, target, single_device_shapes(
-            jax.ShapeDtypeStruct((self.num_chains, target.dim), jnp.result_type(float))))
+        if run.can_compile_ahead():
+            # the program that finds the start goes to the compile workers first; the
+            # chain states' shapes are known before it has run, so the warmup and
+            # sampling programs are traced meanwhile and compile beside it
+            engine_initial_positions_ahead(self, target, rng_key, self.num_chains)
+            run.start_ahead(_init_chains, engine, target, single_device_shapes(
+                jax.ShapeDtypeStruct((self.num_chains, target.dim), jnp.result_type(float))))
         z0 = engine_initial_positions(self, target, rng_key, self.num_chains, run.timer)
         return run.call(_init_chains, engine, target, z0)
 
