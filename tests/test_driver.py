@@ -122,15 +122,16 @@ def test_a_stale_checkpoint_is_refused_naming_the_difference(tmp_path, change, e
     assert not ckpt.path.exists()
 
 
-@pytest.mark.parametrize("engine, options", [("nuts", SETTINGS),
-                                             ("svi", dict(num_steps=200, num_samples=50))])
+@pytest.mark.parametrize("engine, options", [
+    ("nuts", SETTINGS), ("svi", dict(num_steps=200, num_samples=50)),
+    ("ti", dict(num_rungs=4, num_chains=2, num_warmup=100, num_samples=100))])
 def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engine, options):
     """The programs of a run's phases, compiled side by side on worker threads before the
     first phase runs (``driver.compile_ahead``), give the same draws bit for bit as
     programs compiled one by one as the run reaches them; and each program compiled ahead
-    is the one the run then calls (NUTS: the program that finds the start, the chains'
-    start states, foreseen before the start is found, then warmup, its finish and
-    sampling; SVI: training and the final ELBO). Kept last in this module: it empties the cache."""
+    is the one the run then calls (NUTS and TI: the program that finds the start, the
+    chains' start states, foreseen before the start is found, then warmup, its finish and
+    sampling; SVI: training and the final ELBO). It empties the driver's cache."""
     driver.clear_cache()
     monkeypatch.setenv("HELMHOLTZ_COMPILE_AHEAD", "0")
     before = dict(driver.AHEAD)
@@ -140,7 +141,7 @@ def test_compiling_ahead_changes_no_draw_and_wastes_no_compile(monkeypatch, engi
     monkeypatch.delenv("HELMHOLTZ_COMPILE_AHEAD")
     ahead = helmholtz.infer("linear_gaussian", engine, seed=9, **options)
     done = {k: driver.AHEAD[k] - before[k] for k in before}
-    programs = {"nuts": 5, "svi": 2}[engine]
+    programs = {"nuts": 5, "svi": 2, "ti": 5}[engine]
     assert done == {"submitted": programs, "used": programs, "discarded": 0}
     np.testing.assert_array_equal(plain.samples["w"], ahead.samples["w"])
     assert ahead.compile_seconds > 0
@@ -173,3 +174,22 @@ def test_an_interrupted_run_leaves_no_compile_queued(monkeypatch):
     driver.clear_cache()
     fresh = helmholtz.infer("linear_gaussian", "nuts", seed=9, **SETTINGS)
     np.testing.assert_array_equal(again.samples["w"], fresh.samples["w"])
+
+
+def test_compiling_ahead_under_a_thread_local_x64_context(monkeypatch):
+    """``jax.enable_x64`` as a context manager holds for the calling thread only; the
+    programs compiled ahead are traced and lowered there, so a run inside it samples in
+    float64, as the same run compiled one program at a time does."""
+    import jax
+
+    driver.clear_cache()
+    before = driver.AHEAD["used"]
+    with jax.enable_x64(True):
+        ahead = helmholtz.infer("linear_gaussian", "nuts", seed=4, **SETTINGS)
+        assert driver.AHEAD["used"] - before == 5
+        driver.clear_cache()
+        monkeypatch.setenv("HELMHOLTZ_COMPILE_AHEAD", "0")
+        plain = helmholtz.infer("linear_gaussian", "nuts", seed=4, **SETTINGS)
+    driver.clear_cache()
+    assert ahead.samples["w"].dtype == np.float64
+    np.testing.assert_array_equal(ahead.samples["w"], plain.samples["w"])

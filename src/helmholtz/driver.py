@@ -211,12 +211,6 @@ def _compile(lowered, options):
     return exe, time.perf_counter() - t0
 
 
-def _lower_compile(traced, options):
-    t0 = time.perf_counter()
-    exe = traced.lower().compile(options or None)
-    return exe, time.perf_counter() - t0
-
-
 def _store(full_key, entry):
     _CACHE[full_key] = entry
     while len(_CACHE) > CACHE_SIZE:
@@ -240,16 +234,18 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     if isinstance(hit, _Ahead):  # compiled on a worker thread: wait for it
         try:
             exe, seconds = hit.future.result()
-        except BaseException:
-            _CACHE.pop(full_key, None)  # a failed compile is not kept: the next call retries
-            raise
+        except Exception:  # compiled here instead, where an error is the run's own
+            exe = None
         _CACHE.move_to_end(full_key)
-        if hit.weak == _weak(dynamic):
+        if exe is None:
+            _CACHE.pop(full_key, None)
+        elif hit.weak == _weak(dynamic):
             AHEAD["used"] += 1
             if timer is not None:
                 timer.compile_seconds += seconds
             return _store(full_key, Compiled(exe, hit.out_info))
-        AHEAD["discarded"] += 1  # traced for other weak types than these arguments have
+        else:
+            AHEAD["discarded"] += 1  # traced for other weak types than these arguments have
         hit = None
     if hit is not None:
         _CACHE.move_to_end(full_key)
@@ -291,9 +287,12 @@ def compile_ahead(fn: Callable, *args, key=None):
     if hit is not None and not _failed(hit):
         _CACHE.move_to_end(full_key)
         return hit.out_info
+    # traced and lowered here: both read JAX's configuration, whose context managers
+    # (jax.enable_x64, jax.default_device) hold for this thread only, not the worker
     traced = _trace(fn, dynamic, static_part)
+    lowered = traced.lower()
     AHEAD["submitted"] += 1
-    _store(full_key, _Ahead(_pool().submit(_lower_compile, traced, options), traced.out_info,
+    _store(full_key, _Ahead(_pool().submit(_compile, lowered, options), traced.out_info,
                             _weak(dynamic)))
     return traced.out_info
 
@@ -720,7 +719,7 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     try:
         return _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved)
     except BaseException:
-        _cancel_ahead()  # an error or Ctrl-C: no worker keeps compiling for this run
+        _cancel_ahead()  # an error or Ctrl-C: its queued compiles are dropped
         raise
 
 

@@ -250,9 +250,9 @@ class TI(Engine):
     def result(self, rng_key, target, state, infos, run) -> Result:
         num_rungs, num_chains = self.num_rungs, self.num_chains
         info = dict(infos["sampling"])
-        grad_evals = int(np.sum(info["n_steps"]))
+        grad_evals = int(np.asarray(info["n_steps"]).sum())  # in numpy, as mcmc's
         if infos["warmup"] is not None:
-            grad_evals += int(np.sum(infos["warmup"]["n_steps"]))
+            grad_evals += int(np.asarray(infos["warmup"]["n_steps"]).sum())
         by_rung = lambda a: np.asarray(a).reshape((num_rungs, num_chains) + a.shape[1:])
         ll = by_rung(info.pop("log_likelihood"))
         positions = info.pop("position")[-num_chains:]
