@@ -234,18 +234,15 @@ def compiled(fn: Callable, *args, key=None, timer: Timer | None = None) -> Compi
     if isinstance(hit, _Ahead):  # compiled on a worker thread: wait for it
         try:
             exe, seconds = hit.future.result()
-        except Exception:  # compiled here instead, where an error is the run's own
+        except Exception:  # compiled below instead, where an error is the run's own
             exe = None
-        _CACHE.move_to_end(full_key)
-        if exe is None:
-            _CACHE.pop(full_key, None)
-        elif hit.weak == _weak(dynamic):
+        if exe is not None and hit.weak == _weak(dynamic):
             AHEAD["used"] += 1
             if timer is not None:
                 timer.compile_seconds += seconds
+            _CACHE.move_to_end(full_key)
             return _store(full_key, Compiled(exe, hit.out_info))
-        else:
-            AHEAD["discarded"] += 1  # traced for other weak types than these arguments have
+        AHEAD["discarded"] += exe is not None  # traced for other weak types than these
         hit = None
     if hit is not None:
         _CACHE.move_to_end(full_key)
@@ -276,11 +273,12 @@ def compile_ahead(fn: Callable, *args, key=None):
     can be traced too before either has compiled. Array leaves of ``args`` may be
     ``jax.ShapeDtypeStruct`` (with the sharding the real arguments will have).
 
-    Why: XLA:CPU compiles one program on one core, and a NUTS run's warmup and sampling
-    programs took 3 s each of a 6.6 s first call (benchmarks/README, issue 9); compiled
-    side by side on two cores, the second costs no wall time. :func:`compiled` then
-    waits for the worker's result. The numbers are the same as a program compiled on
-    the calling thread: it is the same lowered module and the same options.
+    Why: XLA:CPU compiles one program on one core, and compiling took most of a NUTS
+    run's cold first call (its warmup and sampling programs 1.3–1.5 s each of 5.4 s on a
+    quiet machine); side by side on two cores the compiles overlap, and the cold first
+    call fell from 1.12× to 1.02–1.04× numpyro's wall time (benchmarks/README, issue 9).
+    :func:`compiled` then waits for the worker's result. The numbers are those of a
+    program compiled on the calling thread: the same lowered module, the same options.
     """
     full_key, dynamic, static_part, options = _cache_key(fn, args, key)
     hit = _CACHE.get(full_key)
@@ -662,7 +660,6 @@ def _compile_phases_ahead(engine, phases, target, state, keys, sizes):
         return
     if sum(1 for p in phases if p.num_steps) + sum(1 for p in phases if p.finish) < 2:
         return  # one program: nothing to compile beside it
-    abstract = single_device_shapes
     try:
         for i, phase in enumerate(phases):
             if callable(phase.inputs) or (phase.per_chain
@@ -675,10 +672,10 @@ def _compile_phases_ahead(engine, phases, target, state, keys, sizes):
                     return
                 args = _chunk_args(engine, static, target, state, phase_keys, 0, sizes[i],
                                    _inputs(phase, {}))
-                state = abstract(compile_ahead(_chunk, *args)[0])
+                state = single_device_shapes(compile_ahead(_chunk, *args)[0])
             if phase.finish is not None:
-                state = abstract(compile_ahead(_finish, engine, phase.finish,
-                                               phase.per_chain, state))
+                state = single_device_shapes(compile_ahead(_finish, engine, phase.finish,
+                                                           phase.per_chain, state))
     except Exception:  # noqa: BLE001 - only a head start: the run itself reports errors
         return
 
