@@ -192,13 +192,7 @@ class _GradientMCMC(Engine):
     def start(self, rng_key, target, run):
         """Chains at valid points (``init_strategy``, ``init_values``), warmup state."""
         engine = without_init_options(self)
-        if run.can_compile_ahead():
-            # the program that finds the start goes to the compile workers first; the
-            # chain states' shapes are known before it has run, so the warmup and
-            # sampling programs are traced meanwhile and compile beside it
-            engine_initial_positions_ahead(self, target, rng_key, self.num_chains)
-            run.start_ahead(_init_chains, engine, target, single_device_shapes(
-                jax.ShapeDtypeStruct((self.num_chains, target.dim), jnp.result_type(float))))
+        start_chains_ahead(self, target, rng_key, run, self.num_chains, _init_chains)
         z0 = engine_initial_positions(self, target, rng_key, self.num_chains, run.timer)
         return run.call(_init_chains, engine, target, z0)
 
@@ -227,6 +221,19 @@ def mcmc_phases(engine, num_warmup: int, num_samples: int) -> tuple[Phase, Phase
                   postfix=_acceptance_postfix),
             Phase("sampling", cls.step, num_samples, per_chain=True,
                   postfix=_acceptance_postfix))
+
+
+def start_chains_ahead(engine, target, rng_key, run, num: int, init_chains, *extra):
+    """Where the run compiles ahead: the program that finds ``num`` start points goes to
+    the compile workers first; the chain states' shapes (``init_chains(engine, target,
+    positions, *extra)`` of ``num`` positions) are known before it has run, so the warmup
+    and sampling programs are traced meanwhile and compile beside it."""
+    if not run.can_compile_ahead():
+        return
+    engine_initial_positions_ahead(engine, target, rng_key, num)
+    positions = jax.ShapeDtypeStruct((num, target.dim), jnp.result_type(float))
+    run.start_ahead(init_chains, without_init_options(engine), target,
+                    single_device_shapes(positions), *extra)
 
 
 def _init_chains(engine, target, positions):

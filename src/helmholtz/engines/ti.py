@@ -29,14 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helmholtz.driver import single_device_shapes
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines.base import Engine, _in_range, _positive_int, register
-from helmholtz.engines.mcmc import NUTS, mcmc_phases
+from helmholtz.engines.mcmc import NUTS, mcmc_phases, start_chains_ahead
 from helmholtz.errors import OptionError
 from helmholtz.initialize import (
     engine_initial_positions,
-    engine_initial_positions_ahead,
     validate_init_options,
     without_init_options,
 )
@@ -230,13 +228,8 @@ class TI(Engine):
     def start(self, rng_key, target, run):
         total = self.num_rungs * self.num_chains
         engine = without_init_options(self)
-        if run.can_compile_ahead():  # as NUTS does (mcmc._GradientMCMC.start)
-            engine_initial_positions_ahead(self, target, rng_key, total)
-            dtype = jnp.result_type(float)
-            run.start_ahead(_init_chains, engine, target,
-                            single_device_shapes(jax.ShapeDtypeStruct((total, target.dim),
-                                                                      dtype)),
-                            jnp.asarray(np.repeat(self.betas(), self.num_chains), dtype))
+        start_chains_ahead(self, target, rng_key, run, total, _init_chains, jnp.asarray(
+            np.repeat(self.betas(), self.num_chains), jnp.result_type(float)))
         z0 = engine_initial_positions(self, target, rng_key, total, run.timer)
         chain_betas = jnp.asarray(np.repeat(self.betas(), self.num_chains), z0.dtype)
         return run.call(_init_chains, engine, target, z0, chain_betas)
