@@ -464,6 +464,15 @@ def _chunk(engine, phase, target, state, keys, start, xs):
     return jax.vmap(one)(state, keys)
 
 
+def _chunk_split(engine, phase, target, state, rng_key, start, xs):
+    """``_chunk`` of a per-chain phase on one device, the chains' keys split from the
+    phase's key inside the program: the same keys as ``jax.random.split`` outside, without
+    its own small program to compile on the calling thread (cold, 0.06 s alone and 0.4 s
+    beside the compile workers, on the path to the first draw)."""
+    num = jax.tree_util.tree_leaves(state)[0].shape[0]
+    return _chunk(engine, phase, target, state, jax.random.split(rng_key, num), start, xs)
+
+
 def _grouped(args, group, timer):
     """The chunk as one single-device program per group of ``group`` chains.
 
@@ -533,8 +542,10 @@ def _layout(engine, phase, state, rng_key, group=None):
         place = ((lambda s: _particle_sharding(s, num_lead)) if engine.population
                  else (lambda s: s))
         return _chunk, place, rng_key
-    keys = jax.random.split(rng_key, num_lead)
     mesh = chain_mesh(num_lead) if group is None else None
+    if mesh is None and group is None:
+        return _chunk_split, (lambda s: s), rng_key
+    keys = jax.random.split(rng_key, num_lead)
     if mesh is None:
         return _chunk, (lambda s: s), keys
     where = NamedSharding(mesh, PartitionSpec("chain"))
@@ -579,7 +590,7 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
     xs = _inputs(phase, infos)
     group = getattr(engine, "chain_group_size", None) if phase.per_chain else None
     chunk_fn, place, keys = _layout(engine, phase, state, rng_key, group)
-    sharded = chunk_fn is not _chunk
+    sharded = chunk_fn not in (_chunk, _chunk_split)
     if size is None:
         size = _chunk_sizes([phase], bool(run.progress_bar or run.checkpoint))[0]
     done, chunks = (0, []) if resume is None else (resume[0], resume[2])
@@ -620,16 +631,20 @@ def run_phase(engine, phase, target, state, rng_key, run: Run, infos: dict, *,
 
 def _inputs(phase, infos):
     xs = phase.inputs(infos) if callable(phase.inputs) else phase.inputs
-    # the step indices made in numpy: jnp.arange is a program to compile (0.1 s, cold)
-    return jax.tree_util.tree_map(
-        jnp.asarray, np.arange(phase.num_steps, dtype=np.int32) if xs is None else xs)
+    # the step indices stay in numpy, sliced on the host and put on the device per chunk:
+    # jnp.arange, slicing a device array and jnp.int32 are each a program to compile
+    # (cold, 0.01-0.1 s each, on the path to the first draw)
+    if xs is None:
+        return np.arange(phase.num_steps, dtype=np.int32)
+    return jax.tree_util.tree_map(jnp.asarray, xs)
 
 
 def _chunk_args(engine, static, target, state, keys, done, size, xs):
     """The arguments of the chunk program for steps ``done`` to ``done + size``."""
-    rows = (jnp.int32(size) if static.until is not None else
+    rows = (np.int32(size) if static.until is not None else
             jax.tree_util.tree_map(lambda x, s=done: x[s:s + size], xs))
-    return (engine, static, target, state, keys, jnp.int32(done), rows)
+    return (engine, static, target, state, keys,
+            *jax.device_put((np.int32(done), rows)))
 
 
 def _ahead_possible() -> bool:
@@ -668,11 +683,11 @@ def _compile_phases_ahead(engine, phases, target, state, keys, sizes):
             static = _static_phase(phase)
             if phase.num_steps:
                 chunk_fn, _, phase_keys = _layout(engine, phase, state, keys[i])
-                if chunk_fn is not _chunk:
+                if chunk_fn not in (_chunk, _chunk_split):
                     return
                 args = _chunk_args(engine, static, target, state, phase_keys, 0, sizes[i],
                                    _inputs(phase, {}))
-                state = single_device_shapes(compile_ahead(_chunk, *args)[0])
+                state = single_device_shapes(compile_ahead(chunk_fn, *args)[0])
             if phase.finish is not None:
                 state = single_device_shapes(compile_ahead(_finish, engine, phase.finish,
                                                            phase.per_chain, state))
@@ -711,13 +726,22 @@ def run_engine(engine, target, rng_key, *, progress_bar: bool = False, checkpoin
     looped = engine.loop_engine()
     phases = engine.phases(target)
     sizes = _chunk_sizes(phases, bool(progress_bar or ckpt))
-    keys = jax.random.split(rng_key, 1 + len(phases))
+    keys = _run_keys(rng_key, len(phases))
     saved = ckpt.open(engine, target, rng_key) if ckpt is not None else None
     try:
         return _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved)
     except BaseException:
         _cancel_ahead()  # an error or Ctrl-C: its queued compiles are dropped
         raise
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _run_keys(rng_key, num_phases: int) -> tuple:
+    """A run's keys, as one small program: the start's, one per phase (``split``), and
+    the result's (``fold_in`` by ``num_phases + 1``). Split and then indexed outside a
+    program, they were four programs to compile (cold: 0.15 s on the calling thread)."""
+    keys = jax.random.split(rng_key, 1 + num_phases)
+    return (*keys, jax.random.fold_in(rng_key, num_phases + 1))
 
 
 def _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved):
@@ -727,7 +751,7 @@ def _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved
     else:
         if saved is None:
             run.ahead = functools.partial(_compile_phases_ahead, looped, phases, target,
-                                          keys=keys[1:], sizes=sizes)
+                                          keys=keys[1:-1], sizes=sizes)
         state, infos = engine.start(keys[0], target, run), {}
         run.compile_ahead(state)
     for i, phase in enumerate(phases):
@@ -741,8 +765,7 @@ def _run_phases(engine, target, rng_key, run, looped, phases, sizes, keys, saved
                                              infos, size=sizes[i], resume=resume, save=save)
         if ckpt is not None:
             ckpt.save(i + 1, infos, 0, state, [])
-    result = engine.result(jax.random.fold_in(rng_key, len(phases) + 1), target, state,
-                           infos, run)
+    result = engine.result(keys[-1], target, state, infos, run)
     if ckpt is not None:
         ckpt.finish()
     return result

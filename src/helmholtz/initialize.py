@@ -358,7 +358,7 @@ def _init_program(target, rng_key, num, strategy, values, jitter):
         chosen = z[first, jnp.arange(num)]
         return chosen, jnp.any(ok, axis=0), jnp.any(in_support, 0), jnp.any(finite_u, 0)
 
-    jitter = jnp.asarray(jitter, jnp.result_type(float))
+    jitter = jax.device_put(np.asarray(jitter, jnp.result_type(float)))  # no conversion program
     return fn, (target, rng_key, given, jitter), ("init", num, strategy, names), given
 
 

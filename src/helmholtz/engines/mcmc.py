@@ -250,7 +250,8 @@ def _acceptance_postfix(engine, state, info):
 @functools.lru_cache(maxsize=32)
 def _stan_schedule(num_warmup: int):
     """Stan's warmup windows as an int array (blackjax builds it in a Python loop)."""
-    return jnp.asarray(np.asarray(build_schedule(num_warmup)).reshape(-1, 2), jnp.int32)
+    # put on the device as it is: jnp.asarray with a dtype compiles a conversion (cold)
+    return jax.device_put(np.asarray(build_schedule(num_warmup), np.int32).reshape(-1, 2))
 
 
 @register
