@@ -86,6 +86,16 @@ def _is_array(x) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
 
 
+def _on_device(x):
+    """``jnp.asarray(x)`` for data: a numpy array is cast on the host and put on the
+    device as it is, since jnp.asarray's cast (float64 to float32 without x64) is a small
+    program to compile per shape (cold, on the path to the first draw)."""
+    if isinstance(x, jax.Array):
+        return x
+    x = np.asarray(x)
+    return jax.device_put(x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False))
+
+
 class _Static:
     """Hashable wrapper for a non-array leaf (falls back to identity when unhashable)."""
 
@@ -351,7 +361,7 @@ class Target:
         name = getattr(model, "__name__", type(model).__name__)
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
         static = tuple(None if _is_array(x) else _Static(x) for x in leaves)
-        data_leaves = tuple(jnp.asarray(x) if _is_array(x) else None for x in leaves)
+        data_leaves = tuple(_on_device(x) if _is_array(x) else None for x in leaves)
         layout = _prototype_layout(model, args, kwargs, observed, name)
         if params is None:
             params = layout["param_values"]
