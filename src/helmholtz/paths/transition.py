@@ -40,9 +40,10 @@ controls (the log-variance and cross-entropy losses), which no SDE library retur
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -284,51 +285,9 @@ def rollout(problem: TransitionPath, rng_key, num_paths: int, control: Callable 
     ef = jax.vmap(lambda x: _energy_and_force(problem, x))
     u0, f0 = ef(x0)
     steps = jnp.arange(problem.num_steps)
-    h, gamma = problem.step_size, problem.friction
-    under = problem.dynamics == "underdamped"
-    c = math.exp(-gamma * h)
-
-    def force_of(k, x):
-        if control is None:
-            return jnp.zeros_like(x)
-        t = jnp.asarray(k, dtype) / problem.num_steps
-        return jax.vmap(lambda xi_: control(t, xi_))(x)
-
-    def body(carry, inp):
-        x, v, f, lr, ll, umax, bad = carry
-        k, z = inp
-        if under:
-            v = v + 0.5 * h * f / problem.mass
-            x = x + 0.5 * h * v
-        cs = x
-        a = force_of(k, hold(x)) * coef
-        eps = a + ratio * z
-        lr = lr + jnp.sum(-0.5 * z**2 - jnp.log(ratio) + 0.5 * eps**2, axis=-1)
-        ll = ll + jnp.sum(-0.5 * eps**2 - 0.5 * math.log(2 * math.pi) - jnp.log(s_p), axis=-1)
-        if under:
-            v = c * v + s_p * eps
-            x = x + 0.5 * h * v
-        else:
-            x = x + h * f / gamma + s_p * eps
-        if not detach:
-            # differentiated paths: find overflow first, on a value without gradient, and
-            # evaluate the force of a blown-up path at its last finite state, so that the
-            # backward pass never meets an infinite energy (0 × inf would be NaN)
-            u_now = jax.vmap(problem.energy_fn)(jax.lax.stop_gradient(x))
-            bad = bad | ~_sane(u_now, x)
-            x = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
-        u, f = ef(x)
-        if under:
-            v = v + 0.5 * h * f / problem.mass
-        x = hold(x)
-        v = hold(v)
-        bad = bad | ~_sane(u, x)
-        umax = jnp.maximum(umax, jnp.where(jnp.isfinite(u), u, jnp.inf))
-        # a blown-up path stays frozen at a finite state, and counts as blown up
-        x_safe = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
-        f = jnp.where(bad[:, None], 0.0, f)
-        out = (x_safe, cs, eps, u) if keep else None
-        return (x_safe, jnp.where(bad[:, None], 0.0, v), f, lr, ll, umax, bad), out
+    scheme = _Scheme(problem, control, ef, hold, coef, ratio, s_p,
+                     math.exp(-problem.friction * problem.step_size), detach, keep)
+    body = functools.partial(_rollout_step, scheme)
 
     v0 = jnp.zeros_like(x0)
     zeros = jnp.zeros(num_paths, dtype)
@@ -340,6 +299,70 @@ def rollout(problem: TransitionPath, rng_key, num_paths: int, control: Callable 
     xs, cs, eps, us = out
     return Rollout(x, lr, log_terminal, umax, bad, ll, jnp.concatenate([x0[None], xs]),
                    cs, eps, jnp.concatenate([u0[None], us]))
+
+
+class _Scheme(NamedTuple):
+    """What one step of :func:`rollout` needs besides its carry: the problem, the
+    control, the batched energy-and-force, the gradient stop (detached paths), the force
+    coefficient, Q's noise over P's, P's noise scale, the velocity decay e^{−γh}."""
+
+    problem: TransitionPath
+    control: Callable | None
+    ef: Callable
+    hold: Callable
+    coef: Any
+    ratio: Any
+    s_p: Any
+    decay: float
+    detach: bool
+    keep: bool
+
+
+def _rollout_step(sc: _Scheme, carry, inp):
+    """One controlled step of every path, with its log dQ/dP and log P increments."""
+    problem, h = sc.problem, sc.problem.step_size
+    under = problem.dynamics == "underdamped"
+    x, v, f, lr, ll, umax, bad = carry
+    k, z = inp
+    if under:
+        v = v + 0.5 * h * f / problem.mass
+        x = x + 0.5 * h * v
+    cs = x
+    a = _control_force(sc, k, sc.hold(x)) * sc.coef
+    eps = a + sc.ratio * z
+    lr = lr + jnp.sum(-0.5 * z**2 - jnp.log(sc.ratio) + 0.5 * eps**2, axis=-1)
+    ll = ll + jnp.sum(-0.5 * eps**2 - 0.5 * math.log(2 * math.pi) - jnp.log(sc.s_p), axis=-1)
+    if under:
+        v = sc.decay * v + sc.s_p * eps
+        x = x + 0.5 * h * v
+    else:
+        x = x + h * f / problem.friction + sc.s_p * eps
+    if not sc.detach:
+        # differentiated paths: find overflow first, on a value without gradient, and
+        # evaluate the force of a blown-up path at its last finite state, so that the
+        # backward pass never meets an infinite energy (0 × inf would be NaN)
+        u_now = jax.vmap(problem.energy_fn)(jax.lax.stop_gradient(x))
+        bad = bad | ~_sane(u_now, x)
+        x = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
+    u, f = sc.ef(x)
+    if under:
+        v = v + 0.5 * h * f / problem.mass
+    x = sc.hold(x)
+    v = sc.hold(v)
+    bad = bad | ~_sane(u, x)
+    umax = jnp.maximum(umax, jnp.where(jnp.isfinite(u), u, jnp.inf))
+    # a blown-up path stays frozen at a finite state, and counts as blown up
+    x_safe = jnp.where(bad[:, None], jax.lax.stop_gradient(cs), x)
+    f = jnp.where(bad[:, None], 0.0, f)
+    out = (x_safe, cs, eps, u) if sc.keep else None
+    return (x_safe, jnp.where(bad[:, None], 0.0, v), f, lr, ll, umax, bad), out
+
+
+def _control_force(sc: _Scheme, k, x):
+    if sc.control is None:
+        return jnp.zeros_like(x)
+    t = jnp.asarray(k, x.dtype) / sc.problem.num_steps
+    return jax.vmap(lambda xi_: sc.control(t, xi_))(x)
 
 
 def path_log_ratio(problem: TransitionPath, control: Callable, control_states, noises,
