@@ -31,7 +31,8 @@ Part 2, **helmholtz SMC vs hand-written blackjax** on ``--compare-targets``: hel
 leapfrog steps, same diagonal preconditioning by the weighted particle variance and the
 same acceptance-driven step size rule), same particles, ``target_ess`` and
 ``num_mcmc_steps``, the same ``helmholtz.Target`` ``log_prior`` / ``log_likelihood``
-functions and the same reference draws and keys, in one jitted ``lax.while_loop``.
+functions (the moves on its one-trace tempered density, as helmholtz's) and the same
+reference draws and keys, in one jitted ``lax.while_loop``.
 Because the keys match, the two give the same log Z (checked) and the same number of
 tempering steps, so the ratio measures everything around the algorithm. Each side is
 called once to compile; then ``--repeats`` rounds run them back to back, A B B A (faster
@@ -46,7 +47,11 @@ Usage::
     python benchmarks/logz.py --engines smc --targets gmm40 --particles 500 --replicates 1
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (helmholtz first, below)
+
+# helmholtz first: it sets XLA flags, which must come before any JAX computation (and
+# importing blackjax runs one)
+import helmholtz
 
 import argparse
 import gc
@@ -61,7 +66,6 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc import resampling
 
-import helmholtz
 from helmholtz import models
 from helmholtz.driver import cpu_compiler_options
 
@@ -175,13 +179,21 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
     the options of the helmholtz engine ``smc`` (and its key usage, so the runs match)."""
     hmc = blackjax.hmc.build_kernel()
 
-    def mcmc_step_fn(key, state, logdensity_fn, step_size, inverse_mass_matrix):
-        return hmc(key, state, logdensity_fn, step_size, inverse_mass_matrix,
-                   smc.move.num_integration_steps)
+    def kernel_at(beta):
+        # the moves at β on the Target's one-trace tempered density, as helmholtz's smc
+        # gives them (blackjax's own, log_prior + β·log_likelihood, is the same function
+        # but rounds differently, and then the runs part after a few steps)
+        logdensity = target.tempered(beta).log_density
 
-    kernel = blackjax.adaptive_tempered_smc.build_kernel(
-        target.log_prior, target.log_likelihood, mcmc_step_fn, blackjax.hmc.init,
-        resampling.systematic, smc.target_ess)
+        def mcmc_step_fn(key, state, _, step_size, inverse_mass_matrix):
+            return hmc(key, state, logdensity, step_size, inverse_mass_matrix,
+                       smc.move.num_integration_steps)
+
+        return blackjax.adaptive_tempered_smc.build_kernel(
+            target.log_prior, target.log_likelihood, mcmc_step_fn,
+            lambda position, _: blackjax.hmc.init(position, logdensity),
+            resampling.systematic, smc.target_ess)
+
     optimal_acceptance = 0.65
 
     def run_one(k_init, k_run):
@@ -199,8 +211,8 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
             state, step_size, log_z, i = carry
             imm = _cloud_variance(state.particles, state.weights)
             params = {"step_size": step_size[None], "inverse_mass_matrix": imm[None]}
-            state, info = kernel(jax.random.fold_in(k_run, i), state, smc.num_mcmc_steps,
-                                 params)
+            state, info = kernel_at(state.tempering_param)(
+                jax.random.fold_in(k_run, i), state, smc.num_mcmc_steps, params)
             acc = info.update_info.acceptance_rate
             acc = jnp.mean(jnp.where(jnp.isnan(acc), 0.0, acc))
             step_size = (step_size * jnp.exp(acc - optimal_acceptance)).astype(z.dtype)
