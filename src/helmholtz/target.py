@@ -93,7 +93,9 @@ def _on_device(x):
     if isinstance(x, jax.Array):
         return x
     x = np.asarray(x)
-    return jax.device_put(x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False))
+    # a copy: on CPU device_put may share the numpy array's memory, and the caller's
+    # array must not change the Target's data (jnp.asarray copied too)
+    return jax.device_put(x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=True))
 
 
 class _Static:
@@ -165,14 +167,16 @@ def _unconstrain_substitute(values: dict, jacobian: bool = True):
     return fn
 
 
-def _prototype_trace(model, args, kwargs, observed, name):
-    """One trace of the model at a random feasible point (numpyro's ``init_to_uniform``)."""
+def _prototype_trace(model, args, kwargs, observed, name, rng_key=None):
+    """One trace of the model at a random feasible point (numpyro's ``init_to_uniform``),
+    with ``rng_key`` (default: key 0)."""
     conditioned = handlers.condition(model, data=observed) if observed else model
+    rng_key = jax.random.key(0) if rng_key is None else rng_key
     try:
         with handlers.block():
             return handlers.trace(
                 handlers.substitute(
-                    handlers.seed(conditioned, jax.random.key(0)),
+                    handlers.seed(conditioned, rng_key),
                     substitute_fn=numpyro.infer.init_to_uniform,
                 )
             ).get_trace(*args, **kwargs)
@@ -185,25 +189,29 @@ def _prototype_trace(model, args, kwargs, observed, name):
 
 
 def _prototype_layout(model, args, kwargs, observed, name) -> dict:
-    """The model's layout (``_layout`` plus ``plates``) from one abstract trace.
+    """The model's layout (``_layout`` plus ``plates``) from one trace with an abstract key.
 
-    The trace runs under ``jax.eval_shape``: only shapes, supports and site kinds are
-    read from it, and tracing abstractly compiles nothing. An eager trace runs each
-    primitive as its own small XLA program, about 0.5 s of compiling for a ten-line model
-    in a fresh process (measured: 14 programs for the logistic regression of
-    ``benchmarks/mcmc_overhead.py``), which numpyro's ``initialize_model`` pays too. The
-    eager trace stays where its values are needed, for the initial values of
-    ``numpyro.param`` sites, and where the abstract one fails (a model that branches on
-    a drawn value, or raises: its error then comes from the eager trace, as before).
+    The trace runs under ``jax.eval_shape`` with the key abstract, inside
+    ``jax.ensure_compile_time_eval``: what the model computes from its data and constants
+    alone is evaluated as in an eager trace (so a value the model caches, or turns into a
+    Python number, is concrete, and numpyro's argument checks run), while everything that
+    depends on a draw stays abstract and compiles nothing. The eager trace compiled each
+    of those operations as its own small XLA program, about 0.5 s in a fresh process for
+    a ten-line model (14 programs for the logistic regression of
+    ``benchmarks/mcmc_overhead.py``; 2 now), which numpyro's ``initialize_model`` pays too.
+    The eager trace stays where its values are needed, for the initial values of
+    ``numpyro.param`` sites, and where the abstract one fails (a model that branches on a
+    drawn value, or raises: its error then comes from the eager trace, as before).
     """
     found = {}
 
-    def probe():
-        tr = _prototype_trace(model, args, kwargs, observed, name)
-        found.update(_layout(tr, name), plates=_max_plate_nesting(tr))
+    def probe(raw_key):
+        with jax.ensure_compile_time_eval():
+            tr = _prototype_trace(model, args, kwargs, observed, name, raw_key)
+            found.update(_layout(tr, name), plates=_max_plate_nesting(tr))
 
     try:
-        jax.eval_shape(probe)
+        jax.eval_shape(probe, jax.ShapeDtypeStruct((2,), jnp.uint32))
     except Exception:  # noqa: BLE001 - the eager trace below reports the model's error
         found = {}
     if not found or found["param_sites"]:

@@ -34,7 +34,8 @@ import numpy as np
 import optax
 
 from helmholtz.engines._assemble import assemble
-from helmholtz.engines._particles import (
+from helmholtz.engines._particles import (  # WEIGHT_COLLAPSE_ESS: re-exported
+    WEIGHT_COLLAPSE_ESS,  # noqa: F401
     ParticleState,
     _check_start,
     _collapse_status,

@@ -40,8 +40,9 @@ import optax
 from helmholtz.engines._assemble import assemble
 from helmholtz.engines._paths_result import _estimates as path_estimates
 from helmholtz.engines.base import Engine, _positive_int, _positive_or_none, register
-from helmholtz.engines.transition_controls import (
+from helmholtz.engines.transition_controls import (  # NUM_FREQUENCIES: re-exported
     CONTROLS,
+    NUM_FREQUENCIES,  # noqa: F401
     DisplacementControl,
     FittedTransitionControl,
     ForceControl,
@@ -52,7 +53,7 @@ from helmholtz.engines.transition_controls import (
 )
 from helmholtz.errors import OptionError
 from helmholtz.paths.metrics import path_statistics
-from helmholtz.paths.transition import path_log_ratio, rollout
+from helmholtz.paths.transition import TransitionPath, path_log_ratio, rollout  # noqa: F401
 from helmholtz.result import Status
 from helmholtz.training import init_training, static_part, training_phase, training_status
 
