@@ -228,11 +228,13 @@ class TI(Engine):
     def start(self, rng_key, target, run):
         total = self.num_rungs * self.num_chains
         engine = without_init_options(self)
-        start_chains_ahead(self, target, rng_key, run, total, _init_chains, jnp.asarray(
-            np.repeat(self.betas(), self.num_chains), jnp.result_type(float)))
+        # each chain's β, cast on the host: jnp.asarray's cast is a program to compile
+        betas = np.repeat(self.betas(), self.num_chains)
+        start_chains_ahead(self, target, rng_key, run, total, _init_chains,
+                           jax.device_put(betas.astype(jnp.result_type(float))))
         z0 = engine_initial_positions(self, target, rng_key, total, run.timer)
-        chain_betas = jnp.asarray(np.repeat(self.betas(), self.num_chains), z0.dtype)
-        return run.call(_init_chains, engine, target, z0, chain_betas)
+        return run.call(_init_chains, engine, target, z0,
+                        jax.device_put(betas.astype(z0.dtype)))
 
     def loop_engine(self):
         return without_init_options(self)
