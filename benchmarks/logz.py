@@ -186,6 +186,10 @@ def blackjax_smc(target: helmholtz.Target, smc: helmholtz.engines.Engine):
         logdensity = target.tempered(beta).log_density
 
         def mcmc_step_fn(key, state, _, step_size, inverse_mass_matrix):
+            if smc.step_size_jitter > 0:  # each move's own step ε·e^{−J u}, as helmholtz's
+                k_eps, key = jax.random.split(key)
+                u = jax.random.uniform(k_eps, (), dtype=jnp.result_type(step_size))
+                step_size = step_size * jnp.exp(-smc.step_size_jitter * u)
             return hmc(key, state, logdensity, step_size, inverse_mass_matrix,
                        smc.move.num_integration_steps)
 
