@@ -93,7 +93,7 @@ def test_smc_log_z_on_linear_gaussian(linear_gaussian):
     assert reps.shape == (8,)  # the default num_replicates
     assert result.log_z == pytest.approx(logsumexp(reps) - np.log(8))
     ratio = np.exp(reps - reps.max())
-    ratio /= ratio.mean()  # the larger spread, of log Ẑ_r or of Ẑ_r / Ẑ, times Student's
+    ratio /= ratio.mean()  # the larger spread, of log Ẑ_r or of Ẑ_r / Ẑ, times the factor
     student = 2.364624251592785 / 1.959963984540054  # t_{0.975, 7} / z_{0.975}
     assert result.free_energy.se == pytest.approx(
         student * max(reps.std(ddof=1), ratio.std(ddof=1)) / np.sqrt(8))
